@@ -102,13 +102,9 @@ class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not (0.0 <= self.rate <= 1.0):  # also rejects NaN
             raise ConfigError(f"sampling.rate must be in [0, 1], got {self.rate!r}")
         if self.min_per_window < 0:
-            raise ConfigError(
-                f"sampling.min_per_window must be >= 0, got {self.min_per_window!r}"
-            )
+            raise ConfigError(f"sampling.min_per_window must be >= 0, got {self.min_per_window!r}")
         if self.window_seconds <= 0:
-            raise ConfigError(
-                f"sampling.window_seconds must be > 0, got {self.window_seconds!r}"
-            )
+            raise ConfigError(f"sampling.window_seconds must be > 0, got {self.window_seconds!r}")
 
 
 _DEFAULT_SAMPLING: Final = SamplingConfig()
@@ -263,7 +259,7 @@ EventKind = EventType | Custom
 _BY_NAME: Final[dict[str, EventType]] = {t.value: t for t in EventType}
 
 
-def check_custom_name(name: str) -> str | None:
+def check_custom_name(name: object) -> str | None:
     """Why ``name`` breaks the custom naming rule, or None when it is fine."""
     if not isinstance(name, str):
         return f"must be a string, got {type(name).__name__}"
@@ -295,7 +291,8 @@ def register_event_type(
         raise ConfigError(f"custom event name {problem}")
     if name in _BY_NAME:
         raise ConfigError(
-            f"custom event name {name!r} is a built-in EventType; use EventType.{_BY_NAME[name].name}"
+            f"custom event name {name!r} is a built-in EventType; "
+            f"use EventType.{_BY_NAME[name].name}"
         )
     if not isinstance(category, EventCategory):
         raise ConfigError(
@@ -327,6 +324,11 @@ def event_type_from_name(name: str) -> EventType | Custom:
 
 
 # Names produced by the spec 355 builders (page, identify) and its predefined events.
-for _name in ("page_view", "user_identified", "spec_created", "forge_item_created",
-              "search_performed"):
+for _name in (
+    "page_view",
+    "user_identified",
+    "spec_created",
+    "forge_item_created",
+    "search_performed",
+):
     _registry[_name] = _Registration(EventCategory.USAGE, _DEFAULT_SAMPLING)

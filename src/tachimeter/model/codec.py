@@ -1,0 +1,318 @@
+"""JSON and MessagePack encoding of events and batches, exact round trips.
+
+Wire shape: spec 406's serde shape (snake_case enum values, ``{"custom": name}`` for a
+custom type, untagged data with ``UsageEventData.extra`` and ``EventMetadata.custom``
+flattened into their parent objects), plus optional fields of ours: ``data_kind``,
+``user_id``, ``call``, ``page_url``, ``referrer``, ``session_assigned``.
+
+Decoding untrusted input never raises anything but :class:`~tachimeter.errors.ValidationError`,
+whose message and ``path`` name the bad field (``$.events[3].data.severity``).
+
+Untagged data without ``data_kind`` is classified by shape: an object with exactly the
+fields of a business, error or performance payload is that payload; an object with
+``feature``, ``action`` (and a boolean ``success``, if present) is a usage payload whose
+other keys are its ``extra``; any other object is key-value data; any other non-null
+value is custom data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from tachimeter.errors import ValidationError
+from tachimeter.model.data import (
+    BusinessEventData,
+    CustomData,
+    DataKind,
+    ErrorEventData,
+    EventMetadata,
+    PerformanceEventData,
+    UsageEventData,
+    data_kind,
+)
+from tachimeter.model.event_types import Custom, EventCategory, EventPriority, EventType
+from tachimeter.model.events import AnalyticsEvent, CallKind, EventBatch
+
+__all__ = [
+    "data_from_builtins",
+    "data_to_builtins",
+    "decode_batch",
+    "decode_event",
+    "encode_batch",
+    "encode_event",
+    "event_from_builtins",
+    "event_to_builtins",
+]
+
+_T = TypeVar("_T")
+
+
+class _WireEvent(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    event_type: EventType | Custom
+    timestamp: dt.datetime
+    category: EventCategory | None = None
+    session_id: str | None = None
+    priority: EventPriority = EventPriority.NORMAL
+    data: Any = None
+    data_kind: DataKind | None = None
+    metadata: dict[str, Any] = {}
+    user_id: str | None = None
+    call: CallKind = "track"
+    page_url: str | None = None
+    referrer: str | None = None
+    session_assigned: bool = False
+
+
+class _WireBatch(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    events: list[_WireEvent]
+    created_at: dt.datetime
+    sequence: int
+
+
+_json_encoder: Final = msgspec.json.Encoder()
+_msgpack_encoder: Final = msgspec.msgpack.Encoder()
+_json_event = msgspec.json.Decoder(_WireEvent)
+_msgpack_event = msgspec.msgpack.Decoder(_WireEvent)
+_json_batch = msgspec.json.Decoder(_WireBatch)
+_msgpack_batch = msgspec.msgpack.Decoder(_WireBatch)
+
+_USAGE_FIELDS: Final = frozenset(UsageEventData.__struct_fields__) - {"extra"}
+_METADATA_FIELDS: Final = frozenset(EventMetadata.__struct_fields__) - {"custom"}
+_SHAPE_CLASSES: Final[dict[DataKind, type[Any]]] = {
+    "business": BusinessEventData,
+    "error": ErrorEventData,
+    "performance": PerformanceEventData,
+}
+_STRICT_SHAPES: Final[tuple[tuple[DataKind, type[Any], frozenset[str]], ...]] = tuple(
+    (kind, cls, frozenset(cls.__struct_fields__)) for kind, cls in _SHAPE_CLASSES.items()
+)
+_REQUIRED: Final[dict[type[Any], frozenset[str]]] = {
+    cls: frozenset(
+        name
+        for name, default in zip(
+            cls.__struct_fields__,
+            (msgspec.NODEFAULT,) * (len(cls.__struct_fields__) - len(cls.__struct_defaults__))
+            + cls.__struct_defaults__,
+            strict=True,
+        )
+        if default is msgspec.NODEFAULT
+    )
+    for _, cls, _ in _STRICT_SHAPES
+}
+_PATH_RE: Final = re.compile(r"- at `(\$[^`]*)`$")
+
+
+# -- data payloads ----------------------------------------------------------------------
+
+
+def data_to_builtins(data: Any) -> Any:
+    """The untagged wire value of an ``EventData`` (extras flattened, custom unwrapped)."""
+    if data is None or type(data) is dict:
+        return data
+    if type(data) is CustomData:
+        return data.value
+    out = msgspec.to_builtins(data)
+    if type(data) is UsageEventData:
+        extra = out.pop("extra", None)
+        if extra:
+            for key, value in extra.items():
+                out.setdefault(key, value)
+    return out
+
+
+def _convert(obj: Any, cls: type[_T], prefix: str) -> _T:
+    try:
+        return msgspec.convert(obj, cls)
+    except msgspec.ValidationError as exc:
+        raise _with_prefix(exc, prefix) from None
+
+
+def _usage_from(obj: dict[str, Any], prefix: str) -> UsageEventData:
+    known = {k: v for k, v in obj.items() if k in _USAGE_FIELDS}
+    extra = {k: v for k, v in obj.items() if k not in _USAGE_FIELDS}
+    known["extra"] = extra
+    return _convert(known, UsageEventData, prefix)
+
+
+def _infer_kind(obj: Any) -> DataKind:
+    if obj is None:
+        return "empty"
+    if not isinstance(obj, dict):
+        return "custom"
+    keys = obj.keys()
+    for kind, cls, fields in _STRICT_SHAPES:
+        if keys <= fields and _REQUIRED[cls] <= keys:
+            try:
+                msgspec.convert(obj, cls)
+            except msgspec.ValidationError:
+                continue
+            return kind
+    if "feature" in keys and "action" in keys:
+        try:
+            _usage_from(obj, "$")
+        except ValidationError:
+            return "key_value"
+        return "usage"
+    return "key_value"
+
+
+def data_from_builtins(obj: Any, kind: DataKind | None = None, *, path: str = "$.data") -> Any:
+    """The ``EventData`` for a wire value; ``kind`` None means classify by shape."""
+    if kind is None:
+        kind = _infer_kind(obj)
+    if kind == "empty":
+        if obj is not None:
+            raise ValidationError(
+                f"data_kind 'empty' needs null data, got {type(obj).__name__} - at `{path}`",
+                path=path,
+            )
+        return None
+    if kind == "custom":
+        return CustomData(obj)
+    if not isinstance(obj, dict):
+        raise ValidationError(
+            f"data_kind {kind!r} needs an object, got {type(obj).__name__} - at `{path}`",
+            path=path,
+        )
+    if kind == "key_value":
+        return obj
+    if kind == "usage":
+        return _usage_from(obj, path)
+    cls = _SHAPE_CLASSES[kind]
+    unknown = obj.keys() - cls.__struct_fields__
+    if unknown:
+        raise ValidationError(
+            f"unknown field {sorted(unknown)[0]!r} for {kind} data - at `{path}`", path=path
+        )
+    return _convert(obj, cls, path)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+def event_to_builtins(event: AnalyticsEvent) -> dict[str, Any]:
+    """The wire dict of an event (only JSON types: str, int, float, bool, None, list, dict)."""
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    data = event.data
+    if data is not None:
+        out["data"] = data_to_builtins(data)
+        out["data_kind"] = data_kind(data)
+    metadata = out.get("metadata")
+    if metadata is not None:
+        custom = metadata.pop("custom", None)
+        if custom:
+            for key, value in custom.items():
+                metadata.setdefault(key, value)
+    return out
+
+
+def _event_from_wire(wire: _WireEvent, path: str) -> AnalyticsEvent:
+    data = data_from_builtins(wire.data, wire.data_kind, path=f"{path}.data")
+    md = wire.metadata
+    if md:
+        known = {k: v for k, v in md.items() if k in _METADATA_FIELDS}
+        known["custom"] = {k: v for k, v in md.items() if k not in _METADATA_FIELDS}
+        metadata = _convert(known, EventMetadata, f"{path}.metadata")
+    else:
+        metadata = EventMetadata()
+    timestamp = wire.timestamp
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=dt.UTC)
+    elif timestamp.utcoffset():
+        timestamp = timestamp.astimezone(dt.UTC)
+    return AnalyticsEvent(
+        id=wire.id,
+        category=wire.category or wire.event_type.category(),
+        event_type=wire.event_type,
+        timestamp=timestamp,
+        session_id=wire.session_id,
+        priority=wire.priority,
+        data=data,
+        metadata=metadata,
+        user_id=wire.user_id,
+        call=wire.call,
+        page_url=wire.page_url,
+        referrer=wire.referrer,
+        session_assigned=wire.session_assigned,
+    )
+
+
+def event_from_builtins(obj: Any) -> AnalyticsEvent:
+    """An event from its wire dict; raises ``ValidationError`` naming the bad field."""
+    try:
+        wire = msgspec.convert(obj, _WireEvent)
+    except msgspec.ValidationError as exc:
+        raise _with_prefix(exc, "$") from None
+    return _event_from_wire(wire, "$")
+
+
+def encode_event(event: AnalyticsEvent, *, format: str = "json") -> bytes:
+    """Encode an event as JSON (default) or MessagePack (``format="msgpack"``)."""
+    encoder = _msgpack_encoder if format == "msgpack" else _json_encoder
+    if format not in ("json", "msgpack"):
+        raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+    return encoder.encode(event_to_builtins(event))
+
+
+def decode_event(payload: bytes | str, *, format: str = "json") -> AnalyticsEvent:
+    """Decode one event; any problem raises ``ValidationError`` with the field path."""
+    decoder = _decoder(format, _json_event, _msgpack_event)
+    try:
+        wire = decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise _with_prefix(exc, "$") from None
+    return _event_from_wire(wire, "$")
+
+
+def encode_batch(batch: EventBatch, *, format: str = "json") -> bytes:
+    """Encode a batch as JSON or MessagePack."""
+    encoder = _msgpack_encoder if format == "msgpack" else _json_encoder
+    if format not in ("json", "msgpack"):
+        raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+    return encoder.encode(
+        {
+            "id": str(batch.id),
+            "events": [event_to_builtins(e) for e in batch.events],
+            "created_at": batch.created_at.isoformat().replace("+00:00", "Z"),
+            "sequence": batch.sequence,
+        }
+    )
+
+
+def decode_batch(payload: bytes | str, *, format: str = "json") -> EventBatch:
+    """Decode a batch; any problem raises ``ValidationError`` with the field path."""
+    decoder = _decoder(format, _json_batch, _msgpack_batch)
+    try:
+        wire = decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise _with_prefix(exc, "$") from None
+    events = [_event_from_wire(w, f"$.events[{i}]") for i, w in enumerate(wire.events)]
+    created = wire.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return EventBatch(id=wire.id, events=events, created_at=created, sequence=wire.sequence)
+
+
+def _decoder(format: str, json_decoder: Any, msgpack_decoder: Any) -> Any:
+    if format == "json":
+        return json_decoder
+    if format == "msgpack":
+        return msgpack_decoder
+    raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+
+
+def _with_prefix(exc: Exception, prefix: str) -> ValidationError:
+    """Re-root a msgspec error path (``$.x``) under ``prefix`` (``$.data.x``)."""
+    message = str(exc)
+    match = _PATH_RE.search(message)
+    if match is None:
+        return ValidationError(f"{message} - at `{prefix}`", path=prefix)
+    path = prefix + match.group(1)[1:]
+    return ValidationError(f"{message[: match.start()]}- at `{path}`", path=path)

@@ -1,0 +1,259 @@
+"""Event validation (spec 406's ``validate_event``, hardened).
+
+Beyond the spec's checks (older than 7 days warns, a future timestamp errors,
+``TokensConsumed`` without business data and ``ErrorOccurred`` without error data warn)
+this rejects what would poison storage or analytics: custom names that break the naming
+rule, NaN and infinite numbers, values that are not JSON, nesting deeper than
+``max_property_depth``, strings longer than ``max_string_length``, and events whose
+encoded data and metadata exceed ``max_event_bytes``. A timestamp up to
+``clock_skew_seconds`` in the future is accepted: producers' clocks drift.
+
+Every message names the field path, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from tachimeter.model.data import BusinessEventData, ErrorEventData, UsageEventData
+from tachimeter.model.event_types import Custom, EventType, check_custom_name
+from tachimeter.model.events import AnalyticsEvent
+from tachimeter.model.rows import RESERVED_CONTEXT_KEYS
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ValidationLimits",
+    "ValidationResult",
+    "validate_batch",
+    "validate_event",
+]
+
+
+class ValidationLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Bounds checked by :func:`validate_event` and :func:`validate_batch`.
+
+    Defaults: 5 s of clock skew; warn past 7 days of age; 10 levels of nesting (deeper
+    JSON is almost always an accidental object dump); 64 KiB of data and metadata per event
+    and 32 KiB per string (a long stack trace fits, a file's contents do not); batches of
+    at most 10 000 events and 10 MiB.
+    """
+
+    clock_skew_seconds: float = 5.0
+    max_age_days_warning: int = 7
+    max_property_depth: int = 10
+    max_event_bytes: int = 65_536
+    max_string_length: int = 32_768
+    max_batch_events: int = 10_000
+    max_batch_bytes: int = 10 * 1024 * 1024
+
+
+DEFAULT_LIMITS: Final = ValidationLimits()
+
+
+class ValidationResult(msgspec.Struct, kw_only=True):
+    """Outcome of a validation: ``valid`` is True when there are no errors.
+
+    >>> from tachimeter.model.events import EventBuilder
+    >>> validate_event(EventBuilder(EventType.SESSION_STARTED).build()).valid
+    True
+    """
+
+    valid: bool
+    errors: list[str]
+    warnings: list[str]
+
+
+_SCALARS: Final = (str, int, bool, type(None))
+_USAGE_FIELDS: Final = frozenset(UsageEventData.__struct_fields__) - {"extra"}
+_encoder: Final = msgspec.json.Encoder()
+
+
+class _Walker:
+    """Checks a JSON-like value; collects at most a few errors so a huge bad payload is cheap."""
+
+    __slots__ = ("errors", "limits")
+
+    def __init__(self, limits: ValidationLimits) -> None:
+        self.limits = limits
+        self.errors: list[str] = []
+
+    def walk(self, value: Any, path: str, depth: int) -> None:
+        if len(self.errors) >= 10:
+            return
+        kind = type(value)
+        if kind is str:
+            if len(value) > self.limits.max_string_length:
+                self.errors.append(
+                    f"{path}: string of {len(value)} characters exceeds max_string_length "
+                    f"{self.limits.max_string_length}; truncate it or raise the limit"
+                )
+            return
+        if kind is float:
+            if not math.isfinite(value):
+                self.errors.append(f"{path}: {value!r} is not a finite number; send null instead")
+            return
+        if kind in _SCALARS:
+            return
+        if kind is dict or kind is list or kind is tuple:
+            if depth >= self.limits.max_property_depth:
+                self.errors.append(
+                    f"{path}: nested deeper than max_property_depth "
+                    f"{self.limits.max_property_depth}; flatten the value"
+                )
+                return
+            if kind is dict:
+                for key, item in value.items():
+                    if type(key) is not str:
+                        self.errors.append(
+                            f"{path}: key {key!r} is {type(key).__name__}, keys must be strings"
+                        )
+                        continue
+                    self.walk(item, f"{path}.{key}", depth + 1)
+            else:
+                for index, item in enumerate(value):
+                    self.walk(item, f"{path}[{index}]", depth + 1)
+            return
+        if isinstance(value, msgspec.Struct):
+            for field in value.__struct_fields__:
+                self.walk(getattr(value, field), f"{path}.{field}", depth)
+            return
+        if isinstance(value, (int, float, str)):  # enums with str/int values, bool
+            return
+        if hasattr(value, "value") and type(value.value) in _SCALARS:  # plain Enum
+            return
+        self.errors.append(
+            f"{path}: {type(value).__name__} is not a JSON value; convert it to str, "
+            "a number, a bool, a list or a dict"
+        )
+
+
+def validate_event(
+    event: AnalyticsEvent,
+    *,
+    now: dt.datetime | None = None,
+    limits: ValidationLimits = DEFAULT_LIMITS,
+) -> ValidationResult:
+    """Check an event; never raises, whatever the event holds.
+
+    >>> from tachimeter.model.events import EventBuilder
+    >>> validate_event(EventBuilder(EventType.TOKENS_CONSUMED).build()).warnings
+    ['$.data: tokens_consumed should carry BusinessEventData (token counts), got no data']
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        _check_event(event, now, limits, errors, warnings)
+    except Exception as exc:  # a hostile object must not escape the validator
+        errors.append(f"$: event could not be validated: {type(exc).__name__}: {exc}")
+    return ValidationResult(valid=not errors, errors=errors, warnings=warnings)
+
+
+def _check_event(
+    event: AnalyticsEvent,
+    now: dt.datetime | None,
+    limits: ValidationLimits,
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    now = now or dt.datetime.now(dt.UTC)
+    ts: object = event.timestamp
+    if not isinstance(ts, dt.datetime):
+        errors.append(f"$.timestamp: expected a datetime, got {type(ts).__name__}")
+    else:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=dt.UTC)
+        ahead = (ts - now).total_seconds()
+        if ahead > limits.clock_skew_seconds:
+            errors.append(
+                f"$.timestamp: {ts.isoformat()} is {ahead:.1f} s in the future "
+                f"(allowed clock skew {limits.clock_skew_seconds:g} s); fix the producer's clock"
+            )
+        elif -ahead > limits.max_age_days_warning * 86_400:
+            warnings.append(
+                f"$.timestamp: event is {-ahead / 86_400:.1f} days old "
+                f"(more than {limits.max_age_days_warning} days)"
+            )
+
+    etype: object = event.event_type
+    if isinstance(etype, Custom):
+        problem = check_custom_name(etype.name)
+        if problem is not None:
+            errors.append(f"$.event_type.custom: custom event name {problem}")
+        elif etype.name in EventType._value2member_map_:
+            warnings.append(
+                f"$.event_type.custom: {etype.name!r} is a built-in event type; "
+                f"use EventType.{EventType(etype.name).name}"
+            )
+    elif not isinstance(etype, EventType):
+        errors.append(f"$.event_type: expected EventType or Custom, got {type(etype).__name__}")
+        return
+    if event.category is not etype.category():
+        warnings.append(
+            f"$.category: {event.category.value!r} differs from {etype.event_name!r}'s "
+            f"category {etype.category().value!r}"
+        )
+
+    data = event.data
+    if etype is EventType.TOKENS_CONSUMED and type(data) is not BusinessEventData:
+        warnings.append(
+            "$.data: tokens_consumed should carry BusinessEventData (token counts), "
+            f"got {_describe(data)}"
+        )
+    elif etype is EventType.ERROR_OCCURRED and type(data) is not ErrorEventData:
+        warnings.append(
+            f"$.data: error_occurred should carry ErrorEventData, got {_describe(data)}"
+        )
+
+    shadowed = sorted(RESERVED_CONTEXT_KEYS.intersection(event.metadata.custom))
+    if shadowed:
+        errors.append(
+            f"$.metadata.{shadowed[0]}: custom metadata key {shadowed[0]!r} is reserved "
+            f"(reserved: {', '.join(sorted(RESERVED_CONTEXT_KEYS))}); rename it"
+        )
+    if type(data) is UsageEventData and not _USAGE_FIELDS.isdisjoint(data.extra):
+        clash = sorted(_USAGE_FIELDS.intersection(data.extra))[0]
+        errors.append(f"$.data.extra.{clash}: extra key {clash!r} shadows a usage field; rename it")
+
+    walker = _Walker(limits)
+    walker.walk(data, "$.data", 0)
+    walker.walk(event.metadata, "$.metadata", 0)
+    for field in ("session_id", "user_id", "page_url", "referrer"):
+        walker.walk(getattr(event, field), f"$.{field}", 0)
+    errors.extend(walker.errors)
+    if not walker.errors:
+        size = len(_encoder.encode(data)) + len(_encoder.encode(event.metadata))
+        if size > limits.max_event_bytes:
+            errors.append(
+                f"$.data: data and metadata encode to {size} bytes, more than max_event_bytes "
+                f"{limits.max_event_bytes}; send less or raise the limit"
+            )
+
+
+def _describe(data: object) -> str:
+    return "no data" if data is None else type(data).__name__
+
+
+def validate_batch(
+    events: Sequence[AnalyticsEvent],
+    *,
+    encoded_bytes: int | None = None,
+    limits: ValidationLimits = DEFAULT_LIMITS,
+) -> ValidationResult:
+    """Check a batch's size (events and, when known, encoded bytes), not its events."""
+    errors: list[str] = []
+    if len(events) > limits.max_batch_events:
+        errors.append(
+            f"$.events: {len(events)} events exceed max_batch_events {limits.max_batch_events}; "
+            "split the batch"
+        )
+    if encoded_bytes is not None and encoded_bytes > limits.max_batch_bytes:
+        errors.append(
+            f"$: batch of {encoded_bytes} bytes exceeds max_batch_bytes "
+            f"{limits.max_batch_bytes}; split the batch"
+        )
+    return ValidationResult(valid=not errors, errors=errors, warnings=[])

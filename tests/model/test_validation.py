@@ -1,0 +1,128 @@
+"""validate_event: spec 406 checks plus the hardening of the issue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from strategies import events
+
+from tachimeter.model import (
+    AnalyticsEvent,
+    Custom,
+    EventBuilder,
+    EventMetadata,
+    EventType,
+    UsageEventData,
+    ValidationLimits,
+    validate_batch,
+    validate_event,
+)
+
+NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def at(offset: dt.timedelta, kind: EventType | str = EventType.FEATURE_USED) -> AnalyticsEvent:
+    return EventBuilder(kind).timestamp(NOW + offset).build()
+
+
+def test_spec_event_validation() -> None:
+    """Spec 406 test_event_validation, ported."""
+    assert validate_event(EventBuilder(EventType.SESSION_STARTED).build()).valid
+
+
+def test_old_events_warn_future_events_error_with_clock_skew_allowance() -> None:
+    old = validate_event(at(-dt.timedelta(days=8)), now=NOW)
+    assert old.valid and "8.0 days old" in old.warnings[0]
+    assert validate_event(at(-dt.timedelta(days=6)), now=NOW).warnings == []
+    assert validate_event(at(dt.timedelta(seconds=4)), now=NOW).valid
+    future = validate_event(at(dt.timedelta(seconds=6)), now=NOW)
+    assert not future.valid
+    assert "6.0 s in the future (allowed clock skew 5 s)" in future.errors[0]
+    lenient = ValidationLimits(clock_skew_seconds=10)
+    assert validate_event(at(dt.timedelta(seconds=6)), now=NOW, limits=lenient).valid
+
+
+def test_type_data_mismatch_warns() -> None:
+    tokens = validate_event(EventBuilder(EventType.TOKENS_CONSUMED).property("n", 1).build())
+    assert tokens.valid and "BusinessEventData" in tokens.warnings[0]
+    err = validate_event(EventBuilder(EventType.ERROR_OCCURRED).build())
+    assert err.valid and "ErrorEventData" in err.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("props", "fragment"),
+    [
+        ({"x": float("nan")}, "$.data.x: nan is not a finite number"),
+        ({"x": [1, float("inf")]}, "$.data.x[1]: inf is not a finite number"),
+        ({"x": object()}, "$.data.x: object is not a JSON value"),
+        ({"x": "y" * 40_000}, "$.data.x: string of 40000 characters exceeds max_string_length"),
+        ({1: "int key"}, "key 1 is int, keys must be strings"),
+    ],
+)
+def test_bad_values_are_errors_naming_the_path(props: dict[Any, Any], fragment: str) -> None:
+    result = validate_event(EventBuilder.track("feature_used").properties(props).build())
+    assert not result.valid
+    assert any(fragment in e for e in result.errors), result.errors
+
+
+def test_nesting_depth_limit() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(12):
+        node["k"] = {}
+        node = node["k"]
+    result = validate_event(EventBuilder.track("feature_used").properties(deep).build())
+    assert not result.valid and "max_property_depth 10" in result.errors[0]
+    shallow = {"a": {"b": {"c": 1}}}
+    assert validate_event(EventBuilder.track("feature_used").properties(shallow).build()).valid
+
+
+def test_total_size_limit() -> None:
+    big = {f"k{i}": "v" * 1000 for i in range(80)}
+    result = validate_event(EventBuilder.track("feature_used").properties(big).build())
+    assert not result.valid and "max_event_bytes 65536" in result.errors[0]
+
+
+def test_custom_name_syntax_and_shadowing() -> None:
+    bad = validate_event(AnalyticsEvent.new(Custom("Not Valid")))
+    assert not bad.valid and "snake_case" in bad.errors[0]
+    shadow = validate_event(AnalyticsEvent.new(Custom("feature_used")))
+    assert shadow.valid and "EventType.FEATURE_USED" in shadow.warnings[0]
+
+
+def test_reserved_context_keys_and_usage_field_shadowing_are_errors() -> None:
+    event = AnalyticsEvent.new(EventType.FEATURE_USED).with_metadata(
+        EventMetadata(custom={"priority": "x"})
+    )
+    assert "custom metadata key 'priority' is reserved" in validate_event(event).errors[0]
+    usage = UsageEventData(feature="f", action="a", extra={"feature": "g"})
+    result = validate_event(AnalyticsEvent.new(EventType.FEATURE_USED, usage))
+    assert "shadows a usage field" in result.errors[0]
+
+
+def test_batch_limits() -> None:
+    limits = ValidationLimits(max_batch_events=2, max_batch_bytes=100)
+    evs = [AnalyticsEvent.new(EventType.FEATURE_USED) for _ in range(3)]
+    result = validate_batch(evs, encoded_bytes=101, limits=limits)
+    assert not result.valid and len(result.errors) == 2
+    assert "3 events exceed max_batch_events 2" in result.errors[0]
+    assert validate_batch(evs[:2], encoded_bytes=100, limits=limits).valid
+
+
+@settings(max_examples=200, deadline=None)
+@given(events())
+def test_validate_never_raises_on_arbitrary_events(event: AnalyticsEvent) -> None:
+    result = validate_event(event)
+    assert result.valid == (not result.errors)
+
+
+def test_validate_never_raises_on_hostile_objects() -> None:
+    class Hostile:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("no")
+
+    result = validate_event(Hostile())  # type: ignore[arg-type]
+    assert not result.valid
