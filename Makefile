@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Debian packages the tests drive for real: promtool and the Prometheus server.
+SYSTEM_PACKAGES := prometheus
+SYSTEM_STAMP := $(VENV)/.system-stamp
 
-.PHONY: setup test lint unit bench demo clean
+.PHONY: setup system-deps test lint unit bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +18,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Installs the Debian packages above when they are missing (needs root, as on CI).
+# TACHIMETER_NO_SYSTEM_DEPS=1 skips this; the tests that need them then skip, saying why.
+$(SYSTEM_STAMP): Makefile | $(STAMP)
+	@if [ "$${TACHIMETER_NO_SYSTEM_DEPS:-0}" = "1" ]; then \
+		echo "TACHIMETER_NO_SYSTEM_DEPS=1: not installing $(SYSTEM_PACKAGES)"; \
+	elif ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+	touch $(SYSTEM_STAMP)
+
+system-deps: $(SYSTEM_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/pytest
 
 test: lint unit
 
-bench: $(STAMP)
+bench: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m bench
 
 demo: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["model"]
+BENCHMARKS = ["model", "collector", "metrics"]
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import enum
 import re
 import threading
-from typing import Final
+import weakref
+from typing import Any, Final
 
 import msgspec
 
@@ -45,6 +46,10 @@ class EventCategory(enum.Enum):
     SYSTEM = "system"
     CUSTOM = "custom"
 
+    # Members are singletons compared by identity, so identity hashing is exact, and it is
+    # C-speed: Enum's default __hash__ is Python code hashing the name, on the hot path.
+    __hash__ = object.__hash__
+
 
 _PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 
@@ -59,6 +64,8 @@ class EventPriority(enum.Enum):
     NORMAL = "normal"
     HIGH = "high"
     CRITICAL = "critical"
+
+    __hash__ = object.__hash__  # see EventCategory
 
     @property
     def rank(self) -> int:
@@ -178,6 +185,8 @@ class EventType(enum.Enum):
     SYSTEM_STARTED = "system_started"
     SYSTEM_SHUTDOWN = "system_shutdown"
 
+    __hash__ = object.__hash__  # see EventCategory
+
     @property
     def event_name(self) -> str:
         """The snake_case name stored in ``analytics_events.event_name``."""
@@ -223,6 +232,15 @@ class _Registration(msgspec.Struct, frozen=True):
 
 _registry: dict[str, _Registration] = {}
 _registry_lock = threading.Lock()
+# Called after every registration, so caches of categories and sampling (the collector's
+# per-name policies) are dropped instead of going stale. Weak: a listener never keeps
+# its owner alive.
+_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def add_registry_listener(owner: Any) -> None:
+    """Call ``owner.event_types_changed()`` after each registration (held weakly)."""
+    _listeners.add(owner)
 
 
 class Custom(msgspec.Struct, frozen=True):
@@ -308,6 +326,8 @@ def register_event_type(
             )
         if existing is None or sampling is not None:
             _registry[name] = reg
+    for owner in list(_listeners):
+        owner.event_types_changed()
     return Custom(name)
 
 

@@ -1,0 +1,167 @@
+"""The process-wide collector and the module-level API (spec 408's global instance and
+``track_event!``).
+
+>>> import tachimeter as tm
+>>> from tachimeter.testing import MemorySink
+>>> sink = MemorySink()
+>>> _ = tm.configure(sinks=[sink], env={})
+>>> tm.track("feature_used", {"feature": "search"}, user_id="u1")
+>>> tm.flush()
+True
+>>> [e.event_name for e in sink.events()]
+['feature_used']
+>>> tm.shutdown()
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from tachimeter.collect.collector import EventCollector
+from tachimeter.collect.sinks import EventSink
+from tachimeter.config.manager import AnalyticsConfigManager
+from tachimeter.config.settings import AnalyticsConfig
+from tachimeter.config.sources import load_config
+from tachimeter.model.event_types import EventKind, EventPriority
+
+__all__ = [
+    "configure",
+    "flush",
+    "global_collector",
+    "identify",
+    "init_global_collector",
+    "page",
+    "shutdown",
+    "track",
+]
+
+_global: EventCollector | None = None
+_lock = threading.Lock()
+_NORMAL = EventPriority.NORMAL
+
+
+def init_global_collector(
+    config: AnalyticsConfig | AnalyticsConfigManager | None = None,
+    *,
+    sinks: Iterable[EventSink] = (),
+) -> EventCollector:
+    """The global collector, created with ``config`` and ``sinks`` on the first call."""
+    global _global
+    with _lock:
+        if _global is None:
+            _global = EventCollector(config, sinks=sinks)
+        return _global
+
+
+def global_collector() -> EventCollector | None:
+    """The global collector, or None before ``configure``/``init_global_collector``/``track``."""
+    return _global
+
+
+def configure(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    sinks: Iterable[EventSink] | None = None,
+    config: AnalyticsConfig | None = None,
+    env: Mapping[str, str] | None = None,
+    **settings: Any,
+) -> EventCollector:
+    """(Re)build the global collector from configuration.
+
+    ``path`` is the store path (``storage.path``); ``settings`` are configuration keys
+    (``flush_interval=1`` is ``collection.flush_interval``; dotted keys work too), applied
+    over ``tachimeter.toml``/``pyproject.toml`` and ``TACHIMETER_*`` variables (or ``env``).
+    A previous global collector is flushed and shut down first.
+    """
+    global _global
+    if config is None:
+        overrides = {_SHORT_KEYS.get(key, key): value for key, value in settings.items()}
+        if path is not None:
+            overrides["storage.path"] = os.fspath(path)
+        config = load_config(env=env, **overrides)
+    collector = EventCollector(config, sinks=sinks or ())
+    with _lock:
+        previous, _global = _global, collector
+    if previous is not None:
+        previous.shutdown(timeout=config.collection.shutdown_timeout)
+    return collector
+
+
+def _short_keys() -> dict[str, str]:
+    """Leaf names unique across sections: ``flush_interval`` -> ``collection.flush_interval``."""
+    top = set(AnalyticsConfig.__struct_fields__)
+    seen: dict[str, list[str]] = {}
+    for section in msgspec.structs.fields(AnalyticsConfig):
+        section_type = section.type
+        if isinstance(section_type, type) and issubclass(section_type, msgspec.Struct):
+            for leaf in section_type.__struct_fields__:
+                seen.setdefault(leaf, []).append(f"{section.name}.{leaf}")
+    return {leaf: paths[0] for leaf, paths in seen.items() if len(paths) == 1 and leaf not in top}
+
+
+_SHORT_KEYS = _short_keys()
+
+
+def _collector() -> EventCollector:
+    return _global or init_global_collector()
+
+
+def track(
+    event: EventKind | str,
+    properties: dict[str, Any] | None = None,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    data: Any = None,
+    priority: EventPriority = _NORMAL,
+    timestamp: dt.datetime | None = None,
+) -> None:
+    """Record an event on the global collector; never blocks, never raises for telemetry."""
+    (_global or _collector()).track(
+        event,
+        properties,
+        user_id=user_id,
+        session_id=session_id,
+        data=data,
+        priority=priority,
+        timestamp=timestamp,
+    )
+
+
+def identify(user_id: str, traits: dict[str, Any] | None = None) -> None:
+    """Record who the user is (``identify`` call, event ``user_identified``)."""
+    _collector().track("user_identified", traits, user_id=user_id, call="identify")
+
+
+def page(
+    url: str,
+    properties: dict[str, Any] | None = None,
+    *,
+    user_id: str | None = None,
+    referrer: str | None = None,
+) -> None:
+    """Record a page view (``page`` call, event ``page_view``)."""
+    _collector().track(
+        "page_view", properties, user_id=user_id, call="page", page_url=url, referrer=referrer
+    )
+
+
+def flush(timeout: float | None = 5.0) -> bool:
+    """Flush the global collector; True when everything was delivered and acknowledged."""
+    collector = _global
+    return True if collector is None else collector.flush(timeout)
+
+
+def shutdown(timeout: float | None = 2.0) -> bool:
+    """Shut the global collector down (also done at exit with a 2 s deadline)."""
+    global _global
+    with _lock:
+        collector, _global = _global, None
+    return True if collector is None else collector.shutdown(timeout)

@@ -1,0 +1,74 @@
+"""The module-level API over the global collector (spec 408's global instance)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import tachimeter as tm
+from tachimeter.collect import api
+
+
+@pytest.fixture(autouse=True)
+def no_global() -> Iterator[None]:
+    tm.shutdown()
+    yield
+    tm.shutdown()
+
+
+def test_configure_track_identify_page_flush_shutdown() -> None:
+    sink = tm.MemorySink()
+    collector = tm.configure(sinks=[sink], env={}, flush_interval=3600)
+    assert tm.global_collector() is collector
+    tm.track("feature_used", {"feature": "search"}, user_id="u1")
+    tm.identify("u1", {"plan": "pro"})
+    tm.page("/settings", user_id="u1", referrer="/home")
+    assert tm.flush(timeout=10)
+    track, identify, page = sink.events()
+    assert (track.event_name, track.call, track.user_id) == ("feature_used", "track", "u1")
+    assert (identify.event_name, identify.call, identify.data) == (
+        "user_identified",
+        "identify",
+        {"plan": "pro"},
+    )
+    assert (page.event_name, page.page_url, page.referrer) == ("page_view", "/settings", "/home")
+    assert collector.config.collection.flush_interval == 3600
+    assert tm.shutdown(timeout=10)
+    assert tm.global_collector() is None
+
+
+def test_reconfigure_flushes_the_previous_collector() -> None:
+    first = tm.MemorySink("first")
+    tm.configure(sinks=[first], env={}, flush_interval=3600)
+    tm.track("feature_used")
+    second = tm.MemorySink("second")
+    tm.configure(sinks=[second], env={})
+    assert len(first.events()) == 1
+    tm.track("feature_used")
+    assert tm.flush(timeout=10)
+    assert len(second.events()) == 1
+
+
+def test_track_without_configure_creates_a_default_collector() -> None:
+    tm.track("feature_used")
+    assert tm.global_collector() is not None
+    assert api.init_global_collector() is tm.global_collector()
+
+
+def test_bad_configuration_fails_at_configure_with_the_key() -> None:
+    with pytest.raises(tm.ConfigError, match="flush_interval"):
+        tm.configure(env={}, flush_interval=-1)
+
+
+def test_track_never_raises_for_telemetry_reasons() -> None:
+    tm.configure(env={})
+    tm.track("Bad Name", {"x": float("nan")})
+    tm.track("feature_used", {"x": object()})
+    assert tm.flush(timeout=10)
+    assert tm.global_collector() is not None
+    assert tm.global_collector().stats().events_dead_lettered == 2  # type: ignore[union-attr]
+
+
+def test_flush_and_shutdown_without_a_collector_are_true() -> None:
+    assert tm.flush() and tm.shutdown()

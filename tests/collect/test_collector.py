@@ -1,0 +1,272 @@
+"""EventCollector: collection, batching, sessions, sinks, dead letters, critical path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collecting import FailingSink, GateSink, make_config, wait_for
+
+from tachimeter.collect.sinks import ConsoleSink, MemorySink
+from tachimeter.errors import CollectorError
+from tachimeter.model import (
+    AnalyticsEvent,
+    EventBuilder,
+    EventCategory,
+    EventPriority,
+    EventType,
+    UsageEventData,
+)
+
+
+def test_spec_collector_creation(collectors: Any) -> None:
+    """Spec 408 test_collector_creation, ported."""
+    assert collectors().stats().events_received == 0
+
+
+def test_spec_event_collection(collectors: Any) -> None:
+    """Spec 408 test_event_collection, ported."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    collector.collect(
+        EventBuilder(EventType.MISSION_CREATED).usage_data("mission", "create", True).build()
+    )
+    assert collector.flush(timeout=10)
+    batches = sink.get_events()
+    assert len(batches) == 1
+    assert len(batches[0].events) == 1
+
+
+def test_spec_session_enrichment(collectors: Any) -> None:
+    """Spec 408 test_session_enrichment, ported; plus: an assigned id is marked as such."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    event = EventBuilder(EventType.SESSION_STARTED).build()
+    assert event.session_id is None
+    collector.collect(event)
+    collector.track("feature_used", session_id="given-session")
+    assert collector.flush(timeout=10)
+    assigned, given = sink.events()
+    assert assigned.session_id == collector.session_id and assigned.session_assigned
+    assert given.session_id == "given-session" and not given.session_assigned
+
+
+def test_spec_broadcast_subscription(collectors: Any) -> None:
+    """Spec 408 test_broadcast_subscription, ported (with a bounded wait, not a sleep)."""
+    collector = collectors()
+    subscriber = collector.subscribe()
+    event = EventBuilder(EventType.FEATURE_USED).usage_data("test", "action", True).build()
+    collector.collect(event)
+    received = subscriber.get(timeout=10)
+    assert received is not None and received.id == event.id
+
+
+def test_spec_sampling(collectors: Any) -> None:
+    """Spec 408 test_sampling, ported: every event is received, some sampled out."""
+    collector = collectors(sinks=[MemorySink()])
+    for _ in range(100):
+        collector.collect(
+            EventBuilder(EventType.RESPONSE_LATENCY).performance_data("latency", 100, "ms").build()
+        )
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert stats.events_received == 100
+    assert stats.events_processed + stats.events_sampled_out == 100
+    assert stats.events_processed >= 10  # min_per_window of the performance category
+
+
+def test_track_builds_the_event_on_the_worker(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    collector.track("search_performed", {"query": "q"}, user_id="u1", priority=EventPriority.HIGH)
+    collector.track(EventType.FEATURE_USED, data=UsageEventData(feature="f", action="a"))
+    assert collector.flush(timeout=10)
+    first, second = sink.events()
+    assert first.event_name == "search_performed" and first.data == {"query": "q"}
+    assert first.user_id == "u1" and first.priority is EventPriority.HIGH
+    assert first.id.version == 7 and first.metadata.os
+    assert isinstance(second.data, UsageEventData)
+    assert first.timestamp <= second.timestamp
+
+
+def test_batches_are_size_bounded_and_numbered_by_one_sequence(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(make_config(**{"collection.buffer_size": 10}), sinks=[sink])
+    for i in range(95):
+        collector.track("feature_used", {"i": i})
+    assert collector.flush(timeout=10)
+    collector.track("feature_used", {"i": 95})
+    assert collector.flush(timeout=10)
+    batches = sink.get_events()
+    assert all(len(b) <= 10 for b in batches)
+    assert [b.sequence for b in batches] == list(range(1, len(batches) + 1))
+    assert [e.data["i"] for e in sink.events()] == list(range(96))
+    assert collector.stats().batches_flushed == len(batches)
+
+
+def test_config_filters_are_counted_not_queued(collectors: Any) -> None:
+    config = make_config(
+        disabled_categories=["performance"],
+        disabled_event_types=["search_performed"],
+        min_priority="normal",
+    )
+    sink = MemorySink()
+    collector = collectors(config, sinks=[sink])
+    collector.track(EventType.CPU_USAGE)
+    collector.track("search_performed")
+    collector.track("feature_used", priority=EventPriority.LOW)
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert stats.events_filtered == 3 and stats.events_processed == 1
+    assert stats.balanced()
+
+
+def test_disabled_collection_filters_everything(collectors: Any) -> None:
+    collector = collectors(make_config(enabled=False))
+    collector.track("feature_used")
+    assert collector.stats().events_filtered == 1
+
+
+def test_invalid_events_are_dead_lettered_with_reason(collectors: Any, tmp_path: Path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    sink = MemorySink()
+    collector = collectors(make_config(**{"collection.dead_letter_path": str(dead)}), sinks=[sink])
+    collector.track("feature_used", {"bad": float("nan")})
+    collector.track("Not A Valid Name")
+    collector.track("feature_used", {"good": 1})
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert stats.events_dead_lettered == 2 and stats.events_processed == 1
+    assert stats.balanced()
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(lines) == 2
+    assert "not a finite number" in lines[0]["errors"][0]
+    assert "snake_case" in lines[1]["errors"][0]
+
+
+def test_secrets_are_scrubbed_before_any_sink_sees_them(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    secret = "sk-" + "a1B2c3D4e5" * 4
+    collector.track("feature_used", {"note": f"key {secret}", "api_key": "hunter2"})
+    assert collector.flush(timeout=10)
+    (event,) = sink.events()
+    assert secret not in json.dumps(event.data)
+    assert event.data["api_key"] != "hunter2"
+
+
+def test_critical_events_are_delivered_without_waiting_for_a_flush(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(make_config(**{"collection.flush_interval": 3600}), sinks=[sink])
+    collector.track("feature_used")
+    collector.track("error_occurred", priority=EventPriority.CRITICAL)
+    assert wait_for(lambda: len(sink.events()) == 2)
+
+
+def test_sink_registration_and_unregistration(collectors: Any) -> None:
+    first, second = MemorySink("first"), MemorySink("second")
+    collector = collectors(sinks=[first])
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    collector.register_sink(second)
+    with pytest.raises(CollectorError, match="already registered"):
+        collector.register_sink(MemorySink("second"))
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    assert collector.unregister_sink("first")
+    assert not collector.unregister_sink("nope")
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    assert len(first.events()) == 2 and len(second.events()) == 2
+    assert [s.name for s in collector.sinks] == ["second"]
+
+
+def test_a_failing_sink_does_not_stop_the_others(collectors: Any) -> None:
+    good, bad = MemorySink("good"), FailingSink()
+    collector = collectors(sinks=[bad, good])
+    for _ in range(5):
+        collector.track("feature_used")
+    assert collector.flush(timeout=10) is False  # the failing sink's flush failed
+    assert len(good.events()) == 5
+    stats = collector.stats()
+    assert stats.flush_errors >= 2 and bad.calls >= 1
+    assert stats.events_processed == 5
+
+
+def test_a_slow_sink_does_not_stop_the_others(collectors: Any) -> None:
+    slow, fast = GateSink(), MemorySink("fast")
+    collector = collectors(sinks=[slow, fast])
+    try:
+        collector.track("feature_used", priority=EventPriority.CRITICAL)
+        assert wait_for(lambda: len(fast.events()) == 1)
+        assert slow.entered.wait(10)
+        collector.track("feature_used", priority=EventPriority.CRITICAL)
+        assert wait_for(lambda: len(fast.events()) == 2)
+        assert slow.events() == []
+        assert collector.stats().undelivered_by_sink["gate"] == 2
+    finally:
+        slow.gate.set()
+    assert collector.flush(timeout=10)
+    assert len(slow.events()) == 2
+
+
+def test_console_sink_prints_one_line_per_event(collectors: Any) -> None:
+    import io
+
+    stream = io.StringIO()
+    collector = collectors(sinks=[ConsoleSink("app", stream=stream)])
+    collector.track("feature_used", {"k": 1})
+    assert collector.flush(timeout=10)
+    assert stream.getvalue() == "[app] feature_used: {'k': 1}\n"
+
+
+def test_collect_batch_and_prebuilt_events_keep_their_ids(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    events = [AnalyticsEvent.new(EventType.FEATURE_USED) for _ in range(3)]
+    collector.collect_batch(events)
+    assert collector.flush(timeout=10)
+    assert [e.id for e in sink.events()] == [e.id for e in events]
+
+
+def test_update_config_applies_to_new_events(collectors: Any) -> None:
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    collector.track("feature_used")
+    collector.update_config(make_config(disabled_categories=["usage"]))
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    assert len(sink.events()) == 1 and collector.stats().events_filtered == 1
+    assert EventCategory.USAGE in collector.config.disabled_categories
+
+
+def test_strict_mode_raises_on_a_full_queue(collectors: Any) -> None:
+    config = make_config(strict=True, **{"collection.queue_capacity": 2,
+                                         "collection.buffer_size": 2})  # fmt: skip
+    collector = collectors(config, autostart=False)
+    collector.track("feature_used")
+    collector.track("feature_used")
+    with pytest.raises(CollectorError, match="queue is full"):
+        collector.track("feature_used")
+
+
+def test_tracking_after_shutdown_is_dropped_and_counted(collectors: Any) -> None:
+    collector = collectors()
+    assert collector.shutdown(timeout=5)
+    collector.track("feature_used")
+    stats = collector.stats()
+    assert stats.events_dropped == 1 and stats.dropped_by_reason == {"shutdown": 1}
+    assert stats.balanced()
+
+
+def test_a_type_registered_after_first_use_gets_its_category(collectors: Any) -> None:
+    from tachimeter.model import register_event_type
+
+    collector = collectors(make_config(disabled_categories=["security"]))
+    collector.track("lateplugin.login.tried")  # unregistered: category custom, collected
+    register_event_type("lateplugin.login.tried", EventCategory.SECURITY)
+    collector.track("lateplugin.login.tried")  # now security, which is disabled
+    assert collector.stats().events_filtered == 1
