@@ -28,14 +28,23 @@ def compare(
     repeats: int = 15,
     warmup: int = 2,
     seed: int = 0,
+    settle: Mapping[str, Callable[[], object]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """ns per operation for each case: median, p25, p75 and min over ``repeats`` rounds."""
+    """ns per operation for each case: median, p25, p75 and min over ``repeats`` rounds.
+
+    ``settle[name]``, when given, runs untimed right after each timed run of that case:
+    it drains the case's background work (a worker thread's queue) so that work is
+    neither charged to this case nor left to steal time from the next one.
+    """
+    settle = settle or {}
     rng = random.Random(seed)
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(warmup):
         for name in names:
             cases[name](n)
+            if name in settle:
+                settle[name]()
     for _ in range(repeats):
         rng.shuffle(names)
         for name in names:
@@ -43,6 +52,8 @@ def compare(
             t0 = time.perf_counter_ns()
             cases[name](n)
             samples[name].append((time.perf_counter_ns() - t0) / n)
+            if name in settle:
+                settle[name]()
     out: dict[str, dict[str, float]] = {}
     for name, values in samples.items():
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3

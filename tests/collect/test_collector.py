@@ -270,3 +270,10 @@ def test_a_type_registered_after_first_use_gets_its_category(collectors: Any) ->
     register_event_type("lateplugin.login.tried", EventCategory.SECURITY)
     collector.track("lateplugin.login.tried")  # now security, which is disabled
     assert collector.stats().events_filtered == 1
+
+
+def test_an_unhashable_event_type_is_dead_lettered_not_raised(collectors: Any) -> None:
+    collector = collectors()
+    collector.track(["not", "a", "name"])  # type: ignore[arg-type]
+    stats = collector.stats()
+    assert stats.events_dead_lettered == 1 and stats.balanced()

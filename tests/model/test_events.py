@@ -207,3 +207,19 @@ def test_spec_355_datetime_now_text_parses_as_utc() -> None:
 
 def test_data_structs_are_msgspec_structs() -> None:
     assert isinstance(UsageEventData(feature="f", action="a"), msgspec.Struct)
+
+
+def test_from_ns_is_exact_to_the_microsecond() -> None:
+    import random
+
+    rng = random.Random(7)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    for _ in range(20_000):
+        ns = rng.randrange(0, 4_000_000_000 * 10**9)
+        assert from_ns(ns) == epoch + dt.timedelta(microseconds=ns // 1000)
+
+
+def test_uuid7_is_a_plain_uuid() -> None:
+    u = uuid7_from_ns(time.time_ns())
+    assert uuid.UUID(str(u)) == u and hash(u) == hash(uuid.UUID(str(u)))
+    assert u.is_safe is uuid.SafeUUID.unknown

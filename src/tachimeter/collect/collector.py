@@ -551,34 +551,30 @@ class EventCollector:
         return policy
 
     def _enqueue(self, record: Record) -> None:
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
+        # No pid check here: os.fork() runs our register_at_fork hook, which resets the
+        # child (a getpid() per event would cost a sixth of this path); flush() and
+        # shutdown() still check the pid for forks made behind Python's back.
         priority = record[3]
         with self._lock:
             self._received += 1
             if self._closed or self._closing:
                 self._drop("shutdown", priority)
                 return
-            name = record[1]
-            policy = self._policies.get(name)
-            if policy is None:
-                try:
-                    policy = self._policy(name)
-                except Exception as exc:  # an unhashable or absurd event type
-                    self._dead += 1
-                    self._dead_letter_reason(f"$.event_type: {exc}")
-                    if self._strict:
-                        raise CollectorError(f"bad event type {name!r}: {exc}") from exc
+            try:
+                policy = self._policies[record[1]]
+            except (KeyError, TypeError):
+                found = self._resolve_policy(record[1])
+                if found is None:
                     return
-            if not policy.allowed or _RANK[priority] < policy.min_rank or not self._enabled:
+                policy = found
+            rank = _RANK[priority]
+            if not policy.allowed or rank < policy.min_rank or not self._enabled:
                 self._filtered += 1
                 return
             sampler = policy.sampler
             if sampler is not None and not sampler.keep(self._clock()):
                 self._sampled_out += 1
                 return
-            if type(name) is str:
-                record = (record[0], policy.kind, *record[2:])
             if self._size >= self._capacity and not self._make_room(priority):
                 if self._policy_name == "spill":
                     if len(self._spill_inbox) < self._capacity * _SPILL_INBOX_FACTOR:
@@ -597,7 +593,7 @@ class EventCollector:
                             "collection.queue_capacity or lower the event rate"
                         )
                     return
-            self._queues[_RANK[priority]].append(record)
+            self._queues[rank].append(record)
             self._size += 1
             if self._size > self._high_water:
                 self._high_water = self._size
@@ -607,6 +603,17 @@ class EventCollector:
                 if priority is _CRITICAL:
                     self._urgent = True
                 self._wakeup.set()
+
+    def _resolve_policy(self, name: object) -> _Policy | None:
+        """The policy of a name seen for the first time (lock held); None if it is absurd."""
+        try:
+            return self._policy(name)  # type: ignore[arg-type]
+        except Exception as exc:  # an unhashable or otherwise absurd event type
+            self._dead += 1
+            self._dead_letter_reason(f"$.event_type: {exc}")
+            if self._strict:
+                raise CollectorError(f"bad event type {name!r}: {exc}") from exc
+            return None
 
     def _make_room(self, priority: EventPriority) -> bool:
         """Under drop_lowest_priority, evict a lower-priority queued event (lock held)."""
@@ -752,7 +759,9 @@ class EventCollector:
         for ns, kind, data, priority, user_id, session_id, call, url, ref, prebuilt in records:
             try:
                 if prebuilt is None:
-                    kind = cast(EventKind, kind)  # names were resolved in _enqueue
+                    if type(kind) is str:
+                        kind = event_type_from_name(kind)
+                    kind = cast(EventKind, kind)
                     event = AnalyticsEvent(
                         id=uuid7_from_ns(ns),
                         category=kind.category(),

@@ -209,7 +209,8 @@ def _check_event(
             f"$.data: error_occurred should carry ErrorEventData, got {_describe(data)}"
         )
 
-    shadowed = sorted(RESERVED_CONTEXT_KEYS.intersection(event.metadata.custom))
+    custom = event.metadata.custom
+    shadowed = sorted(RESERVED_CONTEXT_KEYS.intersection(custom)) if custom else None
     if shadowed:
         errors.append(
             f"$.metadata.{shadowed[0]}: custom metadata key {shadowed[0]!r} is reserved "
@@ -220,18 +221,69 @@ def _check_event(
         errors.append(f"$.data.extra.{clash}: extra key {clash!r} shadows a usage field; rename it")
 
     walker = _Walker(limits)
-    walker.walk(data, "$.data", 0)
-    walker.walk(event.metadata, "$.metadata", 0)
+    data_bytes = _flat_size(data, limits) if type(data) is dict else None
+    if data_bytes is None:
+        walker.walk(data, "$.data", 0)
+    metadata_bytes = _metadata_size(event.metadata, walker)
+    max_len = limits.max_string_length
     for field in ("session_id", "user_id", "page_url", "referrer"):
-        walker.walk(getattr(event, field), f"$.{field}", 0)
+        value = getattr(event, field)
+        if value is not None and (type(value) is not str or len(value) > max_len):
+            walker.walk(value, f"$.{field}", 0)
     errors.extend(walker.errors)
     if not walker.errors:
-        size = len(_encoder.encode(data)) + len(_encoder.encode(event.metadata))
+        if data_bytes is None or data_bytes * 2 > limits.max_event_bytes:
+            data_bytes = len(_encoder.encode(data))  # the estimate is close: measure exactly
+        size = data_bytes + metadata_bytes
         if size > limits.max_event_bytes:
             errors.append(
                 f"$.data: data and metadata encode to {size} bytes, more than max_event_bytes "
                 f"{limits.max_event_bytes}; send less or raise the limit"
             )
+
+
+def _flat_size(data: dict[Any, Any], limits: ValidationLimits) -> int | None:
+    """Fast path for the common payload, a flat dict of short scalars: an upper bound of
+    its JSON size, or None when anything needs the full walk (nesting, floats that may be
+    NaN, long strings, odd keys)."""
+    max_len = limits.max_string_length
+    size = 2
+    for key, value in data.items():
+        kind = type(value)
+        if type(key) is not str:
+            return None
+        if kind is str:
+            if len(value) > max_len:
+                return None
+            # JSON escaping at most doubles ASCII and a code point is at most 6 bytes
+            size += 6 * (len(key) + len(value)) + 6
+        elif kind is int or kind is bool or value is None:
+            size += 6 * len(key) + 26
+        elif kind is float:
+            if value - value != 0.0:  # NaN and infinities
+                return None
+            size += 6 * len(key) + 30
+        else:
+            return None
+    return size
+
+
+# Metadata objects are shared by every event of a collector: check each one once.
+_checked_metadata: dict[int, tuple[object, int]] = {}
+
+
+def _metadata_size(metadata: object, walker: _Walker) -> int:
+    cached = _checked_metadata.get(id(metadata))
+    if cached is not None and cached[0] is metadata:
+        return cached[1]
+    before = len(walker.errors)
+    walker.walk(metadata, "$.metadata", 0)
+    size = len(_encoder.encode(metadata))
+    if len(walker.errors) == before:
+        if len(_checked_metadata) >= 64:
+            _checked_metadata.clear()
+        _checked_metadata[id(metadata)] = (metadata, size)  # keeps it alive: ids stay unique
+    return size
 
 
 def _describe(data: object) -> str:

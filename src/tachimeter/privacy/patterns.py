@@ -128,22 +128,26 @@ ASSIGNMENT_WORDS: Final = (
     "credentials",
     "credential",
     "creds",
-    "cookies",
-    "cookie",
-    "authorization",
     "auth",
 )
-HEADER_WORDS: Final = ("proxy-authorization", "authorization", "set-cookie", "cookie")
+HEADER_WORDS: Final = (
+    "proxy-authorization",
+    "authorization",
+    "set-cookie",
+    "cookies",
+    "cookie",
+)
+# An authorization scheme before a value stays visible: `auth: Bearer [REDACTED]`.
+# Possessive: on a second pass `Bearer [REDACTED]` must not be re-read with `Bearer` as
+# the value.
+_AUTH_SCHEME = r"(?:(?ai:bearer|basic|token|bot|digest|negotiate|ntlm|aws4-hmac-sha256)[ \t]++)?+"
 _VALUE = (
-    rf"""(?:\\*+"{_NOT_PLACEHOLDER}({_DQ_VALUE})|'{_NOT_PLACEHOLDER}({_SQ_VALUE})"""
-    rf"""|{_NOT_PLACEHOLDER}({_BARE_VALUE}))"""
+    rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})"""
+    rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})"""
+    rf"""|{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_BARE_VALUE}))"""
 )
 # Header values run to the end of the line or to a quote: `Cookie: a=1; b=2`,
 # `Authorization: AWS4-HMAC-SHA256 Credential=...`, `curl -H 'Cookie: a=1' ...`.
-# The scheme word of an Authorization header stays visible (`Bearer [REDACTED]`).
-# Possessive, so that on a second pass `Bearer [REDACTED]` is not re-read with `Bearer`
-# as the value.
-_AUTH_SCHEME = r"(?:(?ai:bearer|basic|token|bot|digest|negotiate|ntlm|aws4-hmac-sha256)[ \t]++)?+"
 _HEADER_VALUE = (
     rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})"""
     rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})"""
@@ -327,7 +331,7 @@ SECRET_PATTERNS: Final[tuple[SecretPattern, ...]] = (
     *_by_first_letter(
         "environment",
         ASSIGNMENT_WORDS,
-        f"={_NOT_PLACEHOLDER}({_ENV_VALUE})",
+        f"={_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_ENV_VALUE})",
         upper_case=True,
     ),
     *_by_first_letter("key_value", ASSIGNMENT_WORDS, f"{_SEPARATOR}{_VALUE}"),

@@ -49,6 +49,9 @@ __all__ = ["DEFAULT_SCRUBBER", "Scrubber", "sanitize_event"]
 _MIN_SECRET_LENGTH: Final = 5
 _MIN_UNMARKED_SECRET_LENGTH: Final = 13
 _MIN_TOKEN_LENGTH: Final = 15
+# Each pass replaces at least one secret and never reads a placeholder, so passes stop;
+# chains where each replacement exposes one more secret are contrived beyond two.
+_MAX_PASSES: Final = 4
 # Deeper values are replaced whole: real payloads are a few levels deep, and the bound
 # keeps a cyclic or hostile structure from raising RecursionError on the worker thread.
 _MAX_DEPTH: Final = 64
@@ -78,9 +81,7 @@ _NOT_A_SECRET = re.compile(
 )
 # A dotted name, maybe called or subscripted: `settings.API_KEY`, `getpass()`, `env["X"`,
 # `std::env::var(`.
-_REFERENCE = re.compile(
-    r"([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)([(\[].*)?"
-)
+_REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)([(\[].*)?")
 _CLOSERS: Final = {")": "(", "]": "[", "}": "{"}
 _STRING_PREFIXES: Final = frozenset({"f", "b", "r", "u", "rb", "br", "fr", "rf"})
 _PLACEHOLDER_SPLIT = re.compile(f"({PLACEHOLDER_PATTERN})")
@@ -149,16 +150,20 @@ def _alternatives(pattern: SecretPattern) -> list[tuple[str, str, int]]:
     A token prefix is matched from its rarest character, then the rest of the prefix
     (a literal, so a failing alternative costs one comparison), then one lookbehind
     checks the whole prefix and the boundary before it; ``back`` is the length of the
-    prefix before its rarest character.
+    prefix before its rarest character. A token never ends just before a letter or
+    digit, so no token ends where another one's boundary is checked: scrubbing a
+    second time sees the same boundaries and is idempotent.
     """
     if not pattern.prefixes:
         return [(first, rest, 0) for first, rest in _split_first(pattern.regex)]
     alternatives = []
     for prefix in pattern.prefixes:
         anchor = _anchor_index(prefix)
-        check = f"(?<=(?<![A-Za-z0-9]){re.escape(prefix)})"
+        boundary = "(?<![A-Za-z0-9])" if prefix[0].isalnum() else ""
+        check = f"(?<={boundary}{re.escape(prefix)})"
         tail = re.escape(prefix[anchor + 1 :])
-        alternatives.append((re.escape(prefix[anchor]), f"{tail}{check}{pattern.regex}", anchor))
+        rest = f"{tail}{check}{pattern.regex}(?![A-Za-z0-9])"
+        alternatives.append((re.escape(prefix[anchor]), rest, anchor))
     return alternatives
 
 
@@ -322,7 +327,22 @@ class Scrubber:
         return result
 
     def _scrub_counted(self, text: str, *, gated: bool = True) -> tuple[str, int]:
-        """Scrub ``text``; ``gated=False`` runs every family (tests compare the two)."""
+        """Scrub ``text`` until nothing changes; ``gated=False`` runs every family.
+
+        A replacement can expose another secret: the boundary checks around a token look
+        at its neighbours, and a neighbour may just have become a placeholder (a bot
+        token that ran straight into a PEM block). So a text that changed is scanned
+        again; in practice a second pass finds nothing.
+        """
+        total = 0
+        for _ in range(_MAX_PASSES):
+            text, count = self._scrub_once(text, gated)
+            if not count:
+                break
+            total += count
+        return text, total
+
+    def _scrub_once(self, text: str, gated: bool) -> tuple[str, int]:
         families = _families_for(text) if gated else range(len(_FAMILIES))
         heads: list[_Head] = []
         for family in families:

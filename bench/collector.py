@@ -1,0 +1,270 @@
+"""Caller-thread cost of recording an event, end-to-end throughput, memory under overload.
+
+Caller-thread cases (interleaved in one run, medians of repeats, after warm-up):
+
+1. floor: build a 6-field dict and ``queue.SimpleQueue.put``;
+2. ``tachimeter.track`` of a typical event (name, 3 properties, user id), sampling on
+   (the default config: the usage category keeps everything, the sampler is consulted);
+3. ``tachimeter.track`` of a sampled-out event (rate 0 after the window minimum);
+4. posthog ``capture`` with the same payload (``send=False``: nothing leaves the process);
+5. an OpenTelemetry span start/end with ``BatchSpanProcessor`` and a discarding exporter;
+6. ``prometheus_client`` ``Counter.labels(...).inc()``.
+
+Each library's background thread (our worker, posthog's consumer, OTel's batch processor)
+is drained untimed after each timed run, so each run measures the caller's own work; the
+queues are sized so that nothing is dropped.
+
+End to end: events/s from ``track`` to a ``MemorySink`` and to a ``JsonlFileSink`` with
+1 and 4 producer threads, and peak RSS under 10x overload (queue capacity 10 000).
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import resource
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import posthog
+import prometheus_client
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from bench.harness import compare, print_table, ratios, write_results
+from tachimeter.collect.collector import EventCollector
+from tachimeter.collect.sinks import JsonlFileSink, MemorySink
+from tachimeter.config import load_config
+
+PROPS = {"feature": "search", "results": 12, "cached": False}
+
+
+def config(**settings: Any) -> Any:
+    return load_config(env={}, cwd="/nonexistent-bench-dir", **settings)
+
+
+def make_caller_cases() -> tuple[
+    dict[str, Callable[[int], object]], dict[str, Callable[[], object]], Callable[[], None]
+]:
+    big = {"collection.queue_capacity": 5_000_000, "collection.buffer_size": 1000}
+    tracked = EventCollector(config(**big), register_atexit=False)
+    sampled = EventCollector(
+        config(
+            **big,
+            sampling={"per_event_type": {"feature_used": {"rate": 0.0, "min_per_window": 0}}},
+        ),
+        register_atexit=False,
+    )
+    track, track_sampled = tracked.track, sampled.track
+    floor_queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def floor(n: int) -> None:
+        put = floor_queue.put
+        for i in range(n):
+            put({"event": "feature_used", "feature": "search", "results": 12,
+                 "cached": False, "user_id": "user-42", "i": i})  # fmt: skip
+        while not floor_queue.empty():
+            floor_queue.get_nowait()
+
+    def tachimeter_track(n: int) -> None:
+        for _ in range(n):
+            track("feature_used", PROPS, user_id="user-42")
+
+    def tachimeter_sampled_out(n: int) -> None:
+        for _ in range(n):
+            track_sampled("feature_used", PROPS, user_id="user-42")
+
+    ph = posthog.Client("phc_bench", host="http://127.0.0.1:9", send=False, sync_mode=False,
+                        max_queue_size=10_000_000, disable_geoip=True)  # fmt: skip
+
+    def posthog_capture(n: int) -> None:
+        for _ in range(n):
+            ph.capture("feature_used", distinct_id="user-42", properties=PROPS)
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(Discard(), max_queue_size=1_000_000)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+
+    def otel_span(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("feature_used", attributes=PROPS):
+                pass
+
+    registry = prometheus_client.CollectorRegistry()
+    counter = prometheus_client.Counter("events", "events", ["name", "user"], registry=registry)
+
+    def prometheus_inc(n: int) -> None:
+        for _ in range(n):
+            counter.labels("feature_used", "user-42").inc()
+
+    def close() -> None:
+        tracked.shutdown(timeout=30)
+        sampled.shutdown(timeout=30)
+        ph.shutdown()
+        provider.shutdown()
+
+    cases = {
+        "floor_dict_simplequeue": floor,
+        "tachimeter_track": tachimeter_track,
+        "tachimeter_track_sampled_out": tachimeter_sampled_out,
+        "posthog_capture": posthog_capture,
+        "otel_span": otel_span,
+        "prometheus_counter_inc": prometheus_inc,
+    }
+    settle = {
+        "tachimeter_track": lambda: tracked.flush(timeout=600),
+        "tachimeter_track_sampled_out": lambda: sampled.flush(timeout=600),
+        "posthog_capture": ph.flush,
+        "otel_span": lambda: processor.force_flush(600_000),
+    }
+    return cases, settle, close
+
+
+def throughput(sink_kind: str, threads: int, total: int) -> dict[str, float]:
+    """Events/s from the first track() to the sink having everything (flush returned)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sink: Any = MemorySink() if sink_kind == "memory" else JsonlFileSink(Path(tmp) / "e.jsonl")
+        collector = EventCollector(
+            config(**{"collection.queue_capacity": total, "collection.buffer_size": 1000}),
+            sinks=[sink],
+            register_atexit=False,
+        )
+        per_thread = total // threads
+        track = collector.track
+        barrier = threading.Barrier(threads + 1)
+
+        def produce() -> None:
+            barrier.wait()
+            for _ in range(per_thread):
+                track("feature_used", PROPS, user_id="user-42")
+
+        workers = [threading.Thread(target=produce) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        produced = time.perf_counter() - started
+        assert collector.flush(timeout=600)
+        elapsed = time.perf_counter() - started
+        stats = collector.stats()
+        collector.shutdown(timeout=30)
+        assert stats.events_processed == per_thread * threads, stats
+    return {
+        "events": per_thread * threads,
+        "events_per_second": per_thread * threads / elapsed,
+        "producer_seconds": produced,
+        "total_seconds": elapsed,
+    }
+
+
+def overload_rss(total: int = 500_000) -> dict[str, float]:
+    """10x more events than the queue holds, as fast as 4 threads go: memory stays flat."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    collector = EventCollector(
+        config(**{"collection.queue_capacity": 10_000}), sinks=[MemorySink()],
+        register_atexit=False,
+    )  # fmt: skip
+    samples: list[int] = []
+
+    def produce() -> None:
+        for i in range(total // 4):
+            collector.track("feature_used", PROPS, user_id="user-42")
+            if i % 10_000 == 0:
+                samples.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    workers = [threading.Thread(target=produce) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    collector.flush(timeout=120)
+    stats = collector.stats()
+    collector.shutdown(timeout=30)
+    return {
+        "events_tracked": total,
+        "queue_capacity": 10_000,
+        "queue_high_water": stats.queue_high_water,
+        "events_dropped": stats.events_dropped,
+        "peak_rss_mib_before": rss_before / 1024,
+        "peak_rss_mib_after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mib_at_first_sample": (samples[0] if samples else rss_before) / 1024,
+    }
+
+
+def main() -> None:
+    cases, settle, close = make_caller_cases()
+    try:
+        results = compare(cases, n=20_000, repeats=15, settle=settle)
+    finally:
+        close()
+    gc.collect()
+    rel = ratios(results, "floor_dict_simplequeue")
+    track_ns = results["tachimeter_track"]["median_ns"]
+    rows = [
+        (name, f"{r['median_ns']:.0f}", f"{rel[name]:.2f}x", f"{r['median_ns'] / track_ns:.2f}x")
+        for name, r in results.items()
+    ]
+    print_table(
+        "caller-thread cost per event (median ns of 15 interleaved runs of 20 000)",
+        rows,
+        ("case", "median ns", "vs floor", "vs track"),
+    )
+    e2e = {
+        f"{kind}_{threads}_threads": throughput(kind, threads, 200_000)
+        for kind in ("memory", "jsonl")
+        for threads in (1, 4)
+    }
+    print_table(
+        "end to end, track() to sink, 200 000 events",
+        [(name, f"{r['events_per_second']:,.0f}") for name, r in e2e.items()],
+        ("case", "events/s"),
+    )
+    memory = overload_rss()
+    print_table(
+        "10x overload (500 000 events into a 10 000-event queue)",
+        [(k, f"{v:,.1f}") for k, v in memory.items()],
+        ("measure", "value"),
+    )
+    summary = {
+        "track_vs_floor": rel["tachimeter_track"],
+        "sampled_out_vs_floor": rel["tachimeter_track_sampled_out"],
+        "posthog_vs_track": results["posthog_capture"]["median_ns"] / track_ns,
+        "otel_span_vs_track": results["otel_span"]["median_ns"] / track_ns,
+        "prometheus_inc_vs_track": results["prometheus_counter_inc"]["median_ns"] / track_ns,
+    }
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    path = write_results(
+        "collector",
+        {
+            "unit": "ns per event on the caller thread",
+            "results": results,
+            "ratio_to_floor": rel,
+            "summary": summary,
+            "end_to_end": e2e,
+            "overload": memory,
+            "goals": {
+                "track_vs_floor": "<= 3",
+                "sampled_out_vs_floor": "<= 1.5",
+                "posthog_vs_track": ">= 50",
+                "otel_span_vs_track": ">= 20",
+                "end_to_end_memory_events_per_second": ">= 200000",
+            },
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

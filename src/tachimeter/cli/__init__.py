@@ -1,0 +1,67 @@
+"""The ``tachimeter`` command line (typer + rich).
+
+Errors print one clear line and exit non-zero; every command has ``--help``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tachimeter.model.data import library_version
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tachimeter",
+    help="Local-first analytics and telemetry for AI-agent systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tachimeter {library_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Local-first analytics and telemetry for AI-agent systems."""
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="How many events to generate.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Also write the sanitized events as JSON lines to this file."),
+    ] = None,
+) -> None:
+    """Generate realistic agent events, validate, scrub and encode them, and summarize.
+
+    Example: tachimeter demo --events 20000 --out /tmp/events.jsonl
+    """
+    from tachimeter.cli.demo import run_demo
+
+    run_demo(events=events, seed=seed, out=out)
+
+
+def main() -> None:
+    """Entry point of the ``tachimeter`` console script."""
+    from tachimeter.errors import TachimeterError
+
+    try:
+        app()
+    except TachimeterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

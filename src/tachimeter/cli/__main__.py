@@ -1,0 +1,5 @@
+"""``python -m tachimeter.cli``."""
+
+from tachimeter.cli import main
+
+main()

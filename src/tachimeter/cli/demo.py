@@ -1,0 +1,151 @@
+"""``tachimeter demo``: a realistic stream of agent events through the whole pipeline.
+
+A simulated coding-agent product: users open sessions, start missions on several
+backends and models, call tools and LLMs (token usage), hit errors (some of whose
+messages carry secrets, as real ones do), and report performance figures. Every event
+goes through the collector: validated, scrubbed, batched; the summary shows counts per
+category, bytes in JSON and MessagePack, and what was scrubbed.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tachimeter.collect.collector import EventCollector
+from tachimeter.collect.sinks import JsonlFileSink, MemorySink
+from tachimeter.config.sources import load_config
+from tachimeter.model.codec import encode_event
+from tachimeter.model.data import (
+    BusinessEventData,
+    BusinessMetricType,
+    ErrorEventData,
+    ErrorSeverity,
+    PerformanceEventData,
+    UsageEventData,
+)
+from tachimeter.model.event_types import EventPriority, EventType
+
+__all__ = ["generate_agent_events", "run_demo"]
+
+BACKENDS = {
+    "anthropic": ["claude-sonnet-4", "claude-3-5-haiku"],
+    "openai": ["gpt-4o", "gpt-4o-mini"],
+}
+TOOLS = ["read_file", "search_code", "run_tests", "edit_file", "shell", "web_fetch"]
+FEATURES = ["chat", "search", "refactor", "review", "settings"]
+
+
+def _fake_secret(rng: random.Random) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    body = "".join(rng.choice(alphabet) for _ in range(40))
+    return rng.choice([f"sk-ant-api03-{body}", f"sk-proj-{body}", f"ghp_{body[:36]}"])
+
+
+def generate_agent_events(count: int, seed: int) -> list[tuple[Any, dict[str, Any]]]:
+    """``count`` (event type, track() keyword arguments) pairs, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    out: list[tuple[Any, dict[str, Any]]] = []
+    users = [f"user-{i:04d}" for i in range(max(1, count // 50))]
+    while len(out) < count:
+        user = rng.choice(users)
+        backend = rng.choice(list(BACKENDS))
+        model = rng.choice(BACKENDS[backend])
+        mission = f"m-{rng.getrandbits(40):010x}"
+        common = {"mission_id": mission, "backend": backend, "model": model}
+        out.append((EventType.SESSION_STARTED, {"user_id": user}))
+        out.append((EventType.FEATURE_USED, {"user_id": user, "data": UsageEventData(
+            feature=rng.choice(FEATURES), action="open", success=True)}))  # fmt: skip
+        out.append((EventType.MISSION_STARTED, {"user_id": user, "properties": dict(common)}))
+        for step in range(rng.randint(1, 6)):
+            tool = rng.choice(TOOLS)
+            ok = rng.random() > 0.08
+            out.append((EventType.TOOL_INVOKED, {"user_id": user, "data": UsageEventData(
+                feature="tool", action=tool, success=ok, duration_ms=int(rng.lognormvariate(5, 1)),
+                extra={"mission_id": mission, "step": step})}))  # fmt: skip
+            tokens = int(rng.lognormvariate(7, 0.8))
+            out.append((EventType.TOKENS_CONSUMED, {"user_id": user, "data": BusinessEventData(
+                metric_type=BusinessMetricType.TOTAL_TOKENS, value=tokens, unit="tokens",
+                backend=backend, model=model)}))  # fmt: skip
+            out.append((EventType.RESPONSE_LATENCY, {"data": PerformanceEventData(
+                metric="llm_latency", value=round(rng.lognormvariate(6.5, 0.5), 1), unit="ms",
+                tags={"backend": backend, "model": model})}))  # fmt: skip
+        if rng.random() < 0.15:
+            secret = _fake_secret(rng)
+            message = rng.choice([
+                f"401 from provider: invalid x-api-key {secret}",
+                f"tool shell failed: curl -H 'Authorization: Bearer {secret}' returned 403",
+                f"rate limited; retry with key={secret}",
+            ])  # fmt: skip
+            out.append((EventType.ERROR_OCCURRED, {"user_id": user, "priority": EventPriority.HIGH,
+                "data": ErrorEventData(code=rng.choice(["AUTH", "RATE_LIMIT", "TOOL"]),
+                message=message, severity=ErrorSeverity.ERROR, component="agent")}))  # fmt: skip
+            out.append((EventType.MISSION_FAILED, {"user_id": user, "properties": dict(common)}))
+        else:
+            out.append((EventType.MISSION_COMPLETED, {"user_id": user, "properties": dict(common)}))
+    return out[:count]
+
+
+def run_demo(*, events: int, seed: int, out: str | None) -> None:
+    """Run the demo and print its summary."""
+    console = Console()
+    generated = generate_agent_events(events, seed)
+    sink = MemorySink()
+    sinks: list[Any] = [sink]
+    if out is not None:
+        sinks.append(JsonlFileSink(Path(out)))
+    with tempfile.TemporaryDirectory() as tmp:
+        settings: dict[str, Any] = {
+            "storage.path": str(Path(tmp) / "demo.db"),
+            "collection.queue_capacity": max(10_000, events),
+            "collection.buffer_size": 500,
+        }
+        config = load_config(env={}, cwd=tmp, **settings)
+        collector = EventCollector(config, sinks=sinks, register_atexit=False)
+        started = time.perf_counter()
+        for kind, kwargs in generated:
+            collector.track(kind, **kwargs)
+        flushed = collector.flush(timeout=120)
+        elapsed = time.perf_counter() - started
+        stats = collector.stats()
+        collector.shutdown(timeout=10)
+    delivered = sink.events()
+    by_category = Counter(e.category.value for e in delivered)
+    scrubbed = sum(
+        1 for e in delivered if isinstance(e.data, ErrorEventData) and "[REDACTED" in e.data.message
+    )
+    json_bytes = sum(len(encode_event(e)) for e in delivered)
+    msgpack_bytes = sum(len(encode_event(e, format="msgpack")) for e in delivered)
+
+    table = Table(title=f"{len(delivered):,} events through the collector in {elapsed:.2f} s")
+    table.add_column("category")
+    table.add_column("events", justify="right")
+    for category, count in sorted(by_category.items()):
+        table.add_row(category, f"{count:,}")
+    console.print(table)
+    figures = Table(title="pipeline")
+    figures.add_column("measure")
+    figures.add_column("value", justify="right")
+    figures.add_row("received", f"{stats.events_received:,}")
+    figures.add_row(
+        "sampled out (performance: rate 0.1, min 10/min)", f"{stats.events_sampled_out:,}"
+    )
+    figures.add_row("dead-lettered (failed validation)", f"{stats.events_dead_lettered:,}")
+    figures.add_row("delivered", f"{stats.events_processed:,} in {stats.batches_flushed} batches")
+    figures.add_row("error messages with secrets scrubbed", f"{scrubbed:,}")
+    figures.add_row("JSON bytes / event", f"{json_bytes / max(1, len(delivered)):.0f}")
+    figures.add_row("MessagePack bytes / event", f"{msgpack_bytes / max(1, len(delivered)):.0f}")
+    figures.add_row("flushed and acknowledged", "yes" if flushed else "NO")
+    console.print(figures)
+    example = next((e for e in delivered if isinstance(e.data, ErrorEventData)), None)
+    if example is not None:
+        console.print("[bold]a scrubbed error message:[/bold]", example.data.message)
+    if out is not None:
+        console.print(f"events written to {out}")
