@@ -8,13 +8,16 @@ asynchronously (``async for event in sub``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from tachimeter.model.events import AnalyticsEvent
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Subscription"]
 
@@ -110,6 +113,8 @@ class Subscription:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[AnalyticsEvent]:
+        import asyncio  # deferred: about 15 ms of imports most users never need
+
         loop = asyncio.get_running_loop()
         while True:
             ready = asyncio.Event()

@@ -1,0 +1,578 @@
+"""``SQLiteStore``: the embedded default store, one SQLite file in WAL mode.
+
+Connections (DESIGN.md, Store):
+
+* one writer connection, used by whoever writes (normally the
+  :class:`~tachimeter.store.sink.StoreSink`'s delivery thread); a lock serializes the
+  rare other writers in the process (migrations, the CLI);
+* readers get connections of their own, opened read-only (``mode=ro`` plus
+  ``PRAGMA query_only``), from a small pool: in WAL mode they never block the writer and
+  the writer never blocks them.
+
+Durability: every write is one transaction. In WAL mode a commit is in the operating
+system's hands when it returns, so with ``storage.synchronous = "NORMAL"`` (the default)
+committed events survive a crash or SIGKILL of the process; a power failure can lose the
+last commits (never corrupt the file). ``"FULL"`` fsyncs the WAL at every commit and
+loses nothing on power failure either, at a cost in write throughput.
+
+Opening a file is safe against versions: a database written by a newer Tachimeter (a
+schema version beyond the known migrations) is refused before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from tachimeter.config.settings import AnalyticsConfig
+from tachimeter.errors import QueryError, StoreError
+from tachimeter.model.data import UsageEventData
+from tachimeter.model.events import AnalyticsEvent
+from tachimeter.model.rows import EventRow, event_to_row
+from tachimeter.model.timestamps import format_timestamp, utc_now
+from tachimeter.store.backend import DecodedEvents, QueryParams, WriteResult, decode_rows
+from tachimeter.store.migrations import Migration, all_migrations
+from tachimeter.store.migrator import MigrationState, Migrator
+from tachimeter.store.projection import Projection
+
+__all__ = ["SQLiteStore"]
+
+_log = logging.getLogger("tachimeter.store")
+
+_COLUMNS: Final = (
+    "id, event_type, event_name, timestamp, session_id, user_id, properties, context, "
+    "page_url, referrer"
+)
+_INSERT: Final = (
+    f"INSERT INTO analytics_events ({_COLUMNS}, category, priority, mission_id, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Ids looked up per statement when finding duplicates: below SQLite's historical limit of
+# 999 bound variables, so any build of SQLite accepts it.
+_ID_CHUNK: Final = 500
+# Idle read-only connections kept for reuse: one per concurrent reader of a small server;
+# more readers still work, their connections are closed when returned.
+_IDLE_READERS: Final = 4
+# Page cache of the writer, in KiB (negative cache_size): an insert touches one leaf page
+# in each of analytics_events' ten B-trees, and the user and session indexes take new
+# events all over their range; 32 MB keeps their hot pages cached for millions of rows
+# instead of SQLite's default 2 MB.
+_WRITER_CACHE_KIB: Final = 32 * 1024
+# Hints for the SQLite errors a write can meet, by the start of their extended error name.
+_HINTS: Final = (
+    (
+        "SQLITE_FULL",
+        "the disk is full (or the database reached its max_page_count): free some space; "
+        "writing resumes by itself",
+    ),
+    (
+        "SQLITE_READONLY",
+        "the database is read-only: check the permissions of the file and of its directory "
+        "(WAL mode creates -wal and -shm files beside it); writing resumes when fixed",
+    ),
+    (
+        "SQLITE_BUSY",
+        "another connection held the write lock for longer than storage.busy_timeout_ms: "
+        "raise it, or find the process holding a long write transaction",
+    ),
+    (
+        "SQLITE_CORRUPT",
+        "the file is damaged: restore it from a backup or point storage.path elsewhere",
+    ),
+    ("SQLITE_NOTADB", "the file is not a SQLite database: point storage.path elsewhere"),
+    ("SQLITE_IOERR", "the operating system reported an I/O error: check the disk"),
+    (
+        "SQLITE_CANTOPEN",
+        "the file cannot be opened: check the path and the permissions of its directory",
+    ),
+)
+# Connections inherited across os.fork(): never closed by the child (closing one could
+# checkpoint the parent's WAL under its feet) and never collected (which would close it).
+_inherited: list[sqlite3.Connection] = []
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, hint in _HINTS:
+        if name.startswith(prefix):
+            return f"{hint} [{name}]"
+    return f"[{name}]" if name else ""
+
+
+def _mission_id(event: AnalyticsEvent) -> str | None:
+    """``properties.mission_id`` (key-value or usage extra), else metadata ``mission_id``."""
+    data = event.data
+    value: Any = None
+    if isinstance(data, dict):
+        value = data.get("mission_id")
+    elif isinstance(data, UsageEventData):
+        value = data.extra.get("mission_id")
+    if value is None and event.metadata.custom:
+        value = event.metadata.custom.get("mission_id")
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+class SQLiteStore:
+    """The embedded event store: a SQLite file with spec 355's schema and our migrations.
+
+    ``path`` defaults to ``config.storage.path``; parent directories are created.
+    Pending migrations are applied on open unless ``migrate=False`` (the ``migrate``
+    CLI uses that to show and choose what to apply).
+
+    >>> import tempfile, pathlib
+    >>> from tachimeter.model import AnalyticsEvent
+    >>> with SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "a.db") as store:
+    ...     event = AnalyticsEvent.new("feature_used", {"feature": "search"})
+    ...     store.write_batch([event, event])
+    ...     store.event_count(event_name="feature_used")
+    WriteResult(inserted=1, duplicates=1, rejected=0)
+    1
+    """
+
+    __slots__ = (
+        "_closed",
+        "_conn",
+        "_idle",
+        "_lock",
+        "_migrations",
+        "_path",
+        "_pid",
+        "_readers_lock",
+        "_reported_malformed",
+        "_ro_uri",
+        "_settings",
+        "_where",
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        config: AnalyticsConfig | None = None,
+        *,
+        migrate: bool = True,
+        migrations: Sequence[Migration] | None = None,
+    ) -> None:
+        if config is None:
+            config = AnalyticsConfig() if path is None else AnalyticsConfig.default()
+        storage = config.storage
+        self._path = Path(path if path is not None else storage.path).expanduser().absolute()
+        self._where = str(self._path)
+        self._settings = storage
+        self._migrations = tuple(all_migrations() if migrations is None else migrations)
+        self._lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        self._reported_malformed = False
+        self._pid = os.getpid()
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory of the store {self._where!r}: {exc}; "
+                "check storage.path and the permissions of its parent"
+            ) from exc
+        self._ro_uri = self._path.as_uri() + "?mode=ro"
+        if self._path.exists():
+            self._check_before_writing()
+        self._conn = self._open_writer()
+        try:
+            migrator = self._migrator()
+            if migrate:
+                migrator.up()
+            else:
+                migrator.check()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _check_before_writing(self) -> None:
+        """Refuse a newer schema through a read-only connection: the file stays untouched."""
+        try:
+            conn = sqlite3.connect(self._ro_uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self._where!r}: {exc}; {_hint(exc)}") from exc
+        try:
+            Migrator(conn, self._migrations, where=self._where).check()
+        finally:
+            conn.close()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        settings = self._settings
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,  # used under self._lock, by one thread at a time
+                timeout=settings.busy_timeout_ms / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self._where!r}: {exc}; {_hint(exc)}") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"the store {self._where!r} cannot use WAL mode (journal_mode stayed "
+                    f"{mode!r}); put storage.path on a local filesystem"
+                )
+            conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open the store {self._where!r}: {exc}; {_hint(exc)}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The writer connection (lock held); a forked child opens its own."""
+        if self._closed:
+            raise StoreError(f"the store {self._where!r} is closed; open a new SQLiteStore")
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._conn
+
+    def _after_fork(self) -> None:
+        _inherited.append(self._conn)
+        with self._readers_lock:
+            _inherited.extend(self._idle)
+            self._idle = []
+        self._pid = os.getpid()
+        self._conn = self._open_writer()
+
+    def _migrator(self) -> Migrator:
+        return Migrator(self._conn, self._migrations, where=self._where)
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"``: the SQL dialect of :meth:`execute`."""
+        return "sqlite"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def migrate(self, target: int | None = None) -> list[int]:
+        """Apply pending migrations up to ``target`` (default: all); the versions applied."""
+        with self._lock:
+            self._writer()
+            return self._migrator().up(target)
+
+    def revert(self, target: int) -> list[int]:
+        """Revert migrations above ``target``, newest first; the versions reverted."""
+        with self._lock:
+            self._writer()
+            return self._migrator().down(target)
+
+    def migration_status(self) -> list[MigrationState]:
+        """Every known or applied migration with its state."""
+        with self._lock:
+            self._writer()
+            return self._migrator().status()
+
+    def schema_version(self) -> int:
+        """The highest applied migration."""
+        with self._lock:
+            self._writer()
+            return self._migrator().current_version()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        events: Sequence[AnalyticsEvent],
+        *,
+        projections: Sequence[Projection] = (),
+    ) -> WriteResult:
+        """Store the events in one transaction, skipping ids already stored.
+
+        Duplicates (of stored ids, or repeated within ``events``) are skipped and counted;
+        each projection's ``apply`` gets exactly the newly inserted events and rows in the
+        same transaction. Raises :class:`StoreError` with the batch rolled back.
+        """
+        if not events:
+            return WriteResult(inserted=0, duplicates=0)
+        by_id: dict[str, AnalyticsEvent] = {}
+        for event in events:
+            by_id.setdefault(str(event.id), event)
+        duplicates = len(events) - len(by_id)
+        received_at = format_timestamp(utc_now())
+        prepared: list[tuple[AnalyticsEvent, EventRow, tuple[Any, ...]]] = []
+        rejected = 0
+        for event in by_id.values():
+            try:
+                row = event_to_row(event)
+            except (TypeError, ValueError) as exc:  # data that does not serialize
+                rejected += 1
+                self._report_rejected(event, exc)
+                continue
+            values = (
+                *row.astuple(),
+                event.category.value,
+                event.priority.value,
+                _mission_id(event),
+                received_at,
+            )
+            prepared.append((event, row, values))
+        with self._lock:
+            conn = self._writer()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                existing = self._existing_ids(conn, [row.id for _, row, _ in prepared])
+                if existing:
+                    duplicates += len(existing)
+                    prepared = [p for p in prepared if p[1].id not in existing]
+                conn.executemany(_INSERT, [values for _, _, values in prepared])
+                if projections and prepared:
+                    new_events = [event for event, _, _ in prepared]
+                    new_rows = [row for _, row, _ in prepared]
+                    for projection in projections:
+                        self._apply(projection, conn, new_events, new_rows)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(
+                        f"cannot write {len(events)} events to {self._where!r}: {exc}; "
+                        f"{_hint(exc)}"
+                    ) from exc
+                raise
+        return WriteResult(inserted=len(prepared), duplicates=duplicates, rejected=rejected)
+
+    @staticmethod
+    def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM analytics_events WHERE id IN ({marks})", chunk
+                )
+            )
+        return found
+
+    def _apply(
+        self,
+        projection: Projection,
+        conn: sqlite3.Connection,
+        events: list[AnalyticsEvent],
+        rows: list[EventRow],
+    ) -> None:
+        try:
+            projection.apply(conn, events, rows)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"projection {projection.name!r} failed on a batch of {len(events)} events "
+                f"in {self._where!r}: {exc}; the batch was rolled back. {_hint(exc)}"
+            ) from exc
+        except Exception as exc:
+            raise StoreError(
+                f"projection {projection.name!r} failed on a batch of {len(events)} events "
+                f"in {self._where!r}: {type(exc).__name__}: {exc}; the batch was rolled back"
+            ) from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # SQLite rolls back by itself after some errors (SQLITE_FULL in a commit): only an
+        # open transaction is rolled back, and a failing rollback must not hide the cause.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _report_rejected(self, event: AnalyticsEvent, exc: Exception) -> None:
+        _log.warning(
+            "event %s (%s) cannot be stored, skipped: %s: %s",
+            event.id,
+            event.event_name,
+            type(exc).__name__,
+            exc,
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def connect_reader(self) -> sqlite3.Connection:
+        """A new read-only connection of the caller's own; close it when done."""
+        if self._closed:
+            raise StoreError(f"the store {self._where!r} is closed; open a new SQLiteStore")
+        try:
+            conn = sqlite3.connect(
+                self._ro_uri,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,  # pooled: a reader may be reused by another thread
+                timeout=self._settings.busy_timeout_ms / 1000,
+            )
+            # mode=ro already refuses writes to this file; query_only also refuses them in
+            # databases a query ATTACHes.
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open a reader on {self._where!r}: {exc}; {_hint(exc)}"
+            ) from exc
+        return conn
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read-only connection for the duration of a ``with`` block."""
+        conn: sqlite3.Connection | None = None
+        with self._readers_lock:
+            if self._pid != os.getpid():
+                _inherited.extend(self._idle)
+                self._idle = []
+            elif self._idle:
+                conn = self._idle.pop()
+        if conn is None:
+            conn = self.connect_reader()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # a reader left a BEGIN open: never pool it that way
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            with self._readers_lock:
+                keep = not self._closed and len(self._idle) < _IDLE_READERS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    def execute(self, sql: str, params: QueryParams = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement; :class:`QueryError` if it fails or tries to write."""
+        with self.reader() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _query_error(sql, exc) from exc
+
+    def event_count(
+        self,
+        *,
+        event_name: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> int:
+        """Stored events, optionally of one name, with ``start <= timestamp < end``."""
+        where, params = _event_filter(event_name, start, end)
+        rows = self.execute(f"SELECT count(*) FROM analytics_events{where}", params)
+        return int(rows[0][0])
+
+    def read_events(
+        self,
+        *,
+        event_name: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> DecodedEvents:
+        """Stored events in time order; malformed rows are skipped and counted."""
+        where, params = _event_filter(event_name, start, end)
+        sql = f"SELECT {_COLUMNS} FROM analytics_events{where} ORDER BY timestamp, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        decoded = decode_rows(self.execute(sql, params))
+        if decoded.malformed and not self._reported_malformed:
+            self._reported_malformed = True
+            _log.warning(
+                "%s: %d stored events do not decode and were skipped (first ids: %s); they "
+                "were written by another tool (further ones are counted, not logged)",
+                self._where,
+                decoded.malformed,
+                ", ".join(decoded.malformed_ids),
+            )
+        return decoded
+
+    def check_integrity(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"``, or the problems found."""
+        rows = self.execute("PRAGMA integrity_check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the writer and the idle readers (readers in use close when returned)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._pid == os.getpid():
+                self._rollback(self._conn)
+                self._conn.close()
+        with self._readers_lock:
+            idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SQLiteStore({self._where!r}, {state})"
+
+
+def _event_filter(
+    event_name: str | None, start: dt.datetime | None, end: dt.datetime | None
+) -> tuple[str, list[Any]]:
+    """A WHERE clause on name and time range; fixed-width timestamps compare as text."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if event_name is not None:
+        clauses.append("event_name = ?")
+        params.append(event_name)
+    if start is not None:
+        clauses.append("timestamp >= ?")
+        params.append(format_timestamp(start))
+    if end is not None:
+        clauses.append("timestamp < ?")
+        params.append(format_timestamp(end))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _query_error(sql: str, exc: sqlite3.Error) -> QueryError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    shown = " ".join(sql.split())[:80]
+    if name.startswith("SQLITE_READONLY"):
+        return QueryError(
+            f"read queries cannot write: {shown!r} was refused ({exc}); events are "
+            "written through write_batch (the store sink)"
+        )
+    return QueryError(f"query {shown!r} failed: {exc}")
