@@ -138,8 +138,9 @@ def encode_chunk(
     val_mode = np.zeros(n, dtype=np.uint8)
     val_bias = np.zeros(n, dtype=np.int64)
     int_mode, int_bias, int_stream = _encode_ints(
-        int_values - np.repeat(int_values[int_starts], int_lengths) if len(int_values) else
-        int_values,
+        int_values - np.repeat(int_values[int_starts], int_lengths)
+        if len(int_values)
+        else int_values,
         int_starts,
         int_lengths,
     )
@@ -234,9 +235,7 @@ def decode_chunk(blob: bytes) -> ChunkData:
     np.cumsum(lengths, out=bounds[1:])
     total = int(bounds[-1])
     if total != n_int + n_xor:
-        raise StoreError(
-            f"metric chunk is corrupt: {total} timestamps for {n_int + n_xor} values"
-        )
+        raise StoreError(f"metric chunk is corrupt: {total} timestamps for {n_int + n_xor} values")
     gather = np.arange(total, dtype=np.int64) + np.repeat(
         vec_starts[series_vector] - bounds[:-1], lengths
     )
@@ -277,9 +276,7 @@ def _check_input(ids: Int64Array, bounds: Int64Array, ts: Int64Array, vals: Floa
             f"(one more than series ids), got {len(bounds)}"
         )
     if len(vals) != len(ts):
-        raise StoreError(
-            f"encode_chunk: {len(ts)} timestamps but {len(vals)} values; they pair up"
-        )
+        raise StoreError(f"encode_chunk: {len(ts)} timestamps but {len(vals)} values; they pair up")
     if (np.diff(bounds) < 1).any():
         raise StoreError("encode_chunk: every series needs at least one sample")
     if n > 1 and (np.diff(ids) <= 0).any():
@@ -294,9 +291,9 @@ def _check_input(ids: Int64Array, bounds: Int64Array, ts: Int64Array, vals: Floa
         )
 
 
-def _choose_decimals(vals: Float64Array, starts: Int64Array, lengths: Int64Array) -> npt.NDArray[
-    np.uint8
-]:
+def _choose_decimals(
+    vals: Float64Array, starts: Int64Array, lengths: Int64Array
+) -> npt.NDArray[np.uint8]:
     """Per series the fewest decimals that store it exactly as integers, or ``_XOR``."""
     chosen = np.full(len(starts), _XOR, dtype=np.uint8)
     negative_zero = (vals == 0.0) & np.signbit(vals)
@@ -426,7 +423,9 @@ def _unshuffle(planes: bytes, width: int, count: int) -> _U64:
 
 
 def _payload_size(n: int, m: int, n_ts: int, n_int: int, n_xor: int, tw: int, iw: int) -> int:
-    return n * (8 + 4 + 1 + 1 + 8 + 8) + m * (4 + 8 + 8 + 1 + 8) + n_ts * tw + n_int * iw + 8 * n_xor
+    return (
+        n * (8 + 4 + 1 + 1 + 8 + 8) + m * (4 + 8 + 8 + 1 + 8) + n_ts * tw + n_int * iw + 8 * n_xor
+    )
 
 
 def _parse_header(blob: bytes) -> tuple[bytes, int, int, int, int, int, int, int, int]:

@@ -27,10 +27,13 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
+
+import msgspec
 
 from tachimeter.config.settings import AnalyticsConfig
 from tachimeter.errors import QueryError, StoreError
@@ -97,6 +100,22 @@ _HINTS: Final = (
 # Connections inherited across os.fork(): never closed by the child (closing one could
 # checkpoint the parent's WAL under its feet) and never collected (which would close it).
 _inherited: list[sqlite3.Connection] = []
+_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+_fork_hook_lock = threading.Lock()
+_fork_hook_installed = False
+
+
+def _reset_stores_after_fork() -> None:
+    for store in list(_stores):
+        store._reset_after_fork()
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook_installed
+    with _fork_hook_lock:
+        if not _fork_hook_installed:
+            os.register_at_fork(after_in_child=_reset_stores_after_fork)
+            _fork_hook_installed = True
 
 
 def _hint(exc: sqlite3.Error) -> str:
@@ -142,13 +161,13 @@ class SQLiteStore:
     """
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "_conn",
         "_idle",
         "_lock",
         "_migrations",
         "_path",
-        "_pid",
         "_readers_lock",
         "_reported_malformed",
         "_ro_uri",
@@ -165,7 +184,7 @@ class SQLiteStore:
         migrations: Sequence[Migration] | None = None,
     ) -> None:
         if config is None:
-            config = AnalyticsConfig() if path is None else AnalyticsConfig.default()
+            config = AnalyticsConfig.default()
         storage = config.storage
         self._path = Path(path if path is not None else storage.path).expanduser().absolute()
         self._where = str(self._path)
@@ -176,7 +195,6 @@ class SQLiteStore:
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         self._reported_malformed = False
-        self._pid = os.getpid()
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -187,16 +205,19 @@ class SQLiteStore:
         self._ro_uri = self._path.as_uri() + "?mode=ro"
         if self._path.exists():
             self._check_before_writing()
-        self._conn = self._open_writer()
+        conn = self._open_writer()
+        self._conn: sqlite3.Connection | None = conn
         try:
-            migrator = self._migrator()
+            migrator = Migrator(conn, self._migrations, where=self._where)
             if migrate:
                 migrator.up()
             else:
                 migrator.check()
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        _install_fork_hook()
+        _stores.add(self)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -242,23 +263,26 @@ class SQLiteStore:
         return conn
 
     def _writer(self) -> sqlite3.Connection:
-        """The writer connection (lock held); a forked child opens its own."""
+        """The writer connection (lock held); a forked child opens its own on first use."""
         if self._closed:
             raise StoreError(f"the store {self._where!r} is closed; open a new SQLiteStore")
-        if self._pid != os.getpid():
-            self._after_fork()
+        if self._conn is None:
+            self._conn = self._open_writer()
         return self._conn
 
-    def _after_fork(self) -> None:
-        _inherited.append(self._conn)
-        with self._readers_lock:
-            _inherited.extend(self._idle)
-            self._idle = []
-        self._pid = os.getpid()
-        self._conn = self._open_writer()
+    def _reset_after_fork(self) -> None:
+        """In a forked child: fresh locks, and the parent's connections set aside."""
+        # The parent's threads do not exist here; a lock one of them held stays held.
+        self._lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        if self._conn is not None:
+            _inherited.append(self._conn)
+            self._conn = None
+        _inherited.extend(self._idle)
+        self._idle = []
 
     def _migrator(self) -> Migrator:
-        return Migrator(self._conn, self._migrations, where=self._where)
+        return Migrator(self._writer(), self._migrations, where=self._where)
 
     # -- properties ------------------------------------------------------------------------
 
@@ -282,25 +306,21 @@ class SQLiteStore:
     def migrate(self, target: int | None = None) -> list[int]:
         """Apply pending migrations up to ``target`` (default: all); the versions applied."""
         with self._lock:
-            self._writer()
             return self._migrator().up(target)
 
     def revert(self, target: int) -> list[int]:
         """Revert migrations above ``target``, newest first; the versions reverted."""
         with self._lock:
-            self._writer()
             return self._migrator().down(target)
 
     def migration_status(self) -> list[MigrationState]:
         """Every known or applied migration with its state."""
         with self._lock:
-            self._writer()
             return self._migrator().status()
 
     def schema_version(self) -> int:
         """The highest applied migration."""
         with self._lock:
-            self._writer()
             return self._migrator().current_version()
 
     # -- writing ---------------------------------------------------------------------------
@@ -329,7 +349,7 @@ class SQLiteStore:
         for event in by_id.values():
             try:
                 row = event_to_row(event)
-            except (TypeError, ValueError) as exc:  # data that does not serialize
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:  # unserializable data
                 rejected += 1
                 self._report_rejected(event, exc)
                 continue
@@ -360,8 +380,7 @@ class SQLiteStore:
                 self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(
-                        f"cannot write {len(events)} events to {self._where!r}: {exc}; "
-                        f"{_hint(exc)}"
+                        f"cannot write {len(events)} events to {self._where!r}: {exc}; {_hint(exc)}"
                     ) from exc
                 raise
         return WriteResult(inserted=len(prepared), duplicates=duplicates, rejected=rejected)
@@ -445,10 +464,7 @@ class SQLiteStore:
         """A pooled read-only connection for the duration of a ``with`` block."""
         conn: sqlite3.Connection | None = None
         with self._readers_lock:
-            if self._pid != os.getpid():
-                _inherited.extend(self._idle)
-                self._idle = []
-            elif self._idle:
+            if self._idle:
                 conn = self._idle.pop()
         if conn is None:
             conn = self.connect_reader()
@@ -524,14 +540,14 @@ class SQLiteStore:
             if self._closed:
                 return
             self._closed = True
-            if self._pid == os.getpid():
+            if self._conn is not None:
                 self._rollback(self._conn)
                 self._conn.close()
+                self._conn = None
         with self._readers_lock:
             idle, self._idle = self._idle, []
-        if self._pid == os.getpid():
-            for conn in idle:
-                conn.close()
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
