@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the tests drive for real: promtool and the Prometheus server.
-SYSTEM_PACKAGES := prometheus
+# Debian packages the tests drive for real: promtool and the Prometheus server, the
+# Alertmanager, and Chromium for the dashboard's browser tests.
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager chromium
 SYSTEM_STAMP := $(VENV)/.system-stamp
 
 .PHONY: setup system-deps test lint unit bench demo clean
@@ -23,9 +24,16 @@ setup: $(STAMP)
 $(SYSTEM_STAMP): Makefile | $(STAMP)
 	@if [ "$${TACHIMETER_NO_SYSTEM_DEPS:-0}" = "1" ]; then \
 		echo "TACHIMETER_NO_SYSTEM_DEPS=1: not installing $(SYSTEM_PACKAGES)"; \
-	elif ! command -v promtool >/dev/null 2>&1; then \
-		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	else \
+		missing=""; \
+		for pkg in $(SYSTEM_PACKAGES); do \
+			dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		fi; \
 	fi
 	touch $(SYSTEM_STAMP)
 

@@ -106,21 +106,22 @@ def _min_width(regex: str) -> int:
 
 
 def _full_regexes(family: str) -> list[str]:
-    """Each pattern of ``family`` as one regex, prefixes included."""
+    """Each pattern of ``family`` as one regex, prefixes and values included."""
     out = []
     for pattern in SECRET_PATTERNS:
         if pattern.family == family:
             prefixes = pattern.prefixes or ("",)
-            out.extend(re.escape(prefix) + pattern.regex for prefix in prefixes)
+            out.extend(re.escape(prefix) + pattern.regex + pattern.value for prefix in prefixes)
     return out
 
 
 def test_every_pattern_compiles_alone() -> None:
     """Patterns are valid on their own and use no named groups or back-references."""
     for pattern in SECRET_PATTERNS:
-        compiled = re.compile(pattern.regex)
-        assert not compiled.groupindex, pattern.name
-        assert "(?P=" not in pattern.regex and not re.search(r"\\[1-9]", pattern.regex)
+        for regex in (pattern.regex, pattern.value):
+            assert not re.compile(regex).groupindex, pattern.name
+            assert "(?P=" not in regex and not re.search(r"\\[1-9]", regex)
+        assert (pattern.family == "assignment") == bool(pattern.value), pattern.name
 
 
 def test_short_strings_cannot_hold_a_token() -> None:
@@ -135,7 +136,7 @@ def test_short_strings_cannot_hold_a_token() -> None:
             assert _min_width(regex) >= scrubber._MIN_SECRET_LENGTH, regex
     # A URL password needs `s://:p@` around it, which the URL check verifies.
     assert Scrubber().scrub_text("s://:p@") == "s://:[REDACTED]@"
-    assert scrubber._MIN_SECRET_LENGTH <= len("s://:p@")
+    assert len("s://:p@") >= scrubber._MIN_SECRET_LENGTH
     assert scrubber._MIN_UNMARKED_SECRET_LENGTH <= scrubber._MIN_TOKEN_LENGTH
 
 

@@ -100,6 +100,15 @@ def test_context_is_kept_around_the_secret(text: str, expected: str) -> None:
         "Processing task-abc123def456ghi789jkl012mno345",
         "sk-learn-compatible-transformers-pipeline",
         "ada.lovelace@example.com",
+        # code seen in the standard library
+        'if token == "lambda":',
+        "def extract(self, member, path=None, pwd=None):",
+        'print("Token: " + repr(tt))',
+        "def unix_getpass(prompt='Password: ', stream=None):",
+        "if cookie == 0 and self._decoder:",
+        "return '<a href=\"topic?key=%s\">%s</a>' % (name, name)",
+        "pwd = (self.password.encode('utf-8') if isinstance(self.password, str)",
+        "#cap = 'AUTH=%s' % mech",
     ],
 )
 def test_lookalikes_are_left_alone(text: str) -> None:

@@ -3,10 +3,11 @@
 Two kinds of rule live here.
 
 **Secret shapes** (:data:`SECRET_PATTERNS`) are regular expressions for secrets inside
-free text. A pattern's *capturing* groups mark the secret; the rest of its match is
-context that stays in the output, so ``Bearer abc.def`` becomes ``Bearer [REDACTED]``
-and ``postgres://app:pw@db/x`` becomes ``postgres://app:[REDACTED]@db/x``. A pattern
-without capturing groups replaces its whole match. Patterns use only scoped inline flags
+free text. A pattern's *capturing* groups mark the secret (for an assignment, those of
+its ``value`` regex); the rest of its match is context that stays in the output, so
+``Bearer abc.def`` becomes ``Bearer [REDACTED]`` and ``postgres://app:pw@db/x`` becomes
+``postgres://app:[REDACTED]@db/x``. A pattern without capturing groups replaces its
+whole match. Patterns use only scoped inline flags
 (``(?ai:...)``), no named groups and no back-references, because the scrubber joins the
 patterns of one :data:`Family` into a single alternation.
 
@@ -92,11 +93,15 @@ class SecretPattern(msgspec.Struct, frozen=True):
     regex: str
     family: Family = "token"
     prefixes: tuple[str, ...] = ()
-    value_may_be_code: bool = False
-    """For assignments: the last group is an unquoted value that may be code rather
-    than a secret (``password: str``, ``api_key=os.environ[...]``)."""
     """For tokens: literal prefixes, one of which precedes ``regex`` and follows a
     character that is not a letter or digit (``task-...`` holds no ``sk-`` key)."""
+    value: str = ""
+    """For assignments: the regex of the value, matched where ``regex`` (the key word
+    and separator) ends. Its capturing groups are the secret; the last one holds a
+    value written without quotes, which is checked for stand-ins (``None``, ``%s``)."""
+    value_may_be_code: bool = False
+    """For assignments: an unquoted value may also be code rather than a secret
+    (``password: str``, ``api_key=os.environ[...]``)."""
 
 
 # Characters of the value of a `key=value` pair written without quotes. It stops at
@@ -112,8 +117,9 @@ _ENV_VALUE = r"""[^\s"'\\]++"""
 _DQ_VALUE = r"""(?:[^"\\\r\n]|\\[^"\r\n])++"""
 _SQ_VALUE = r"""[^'\r\n]++"""
 _NOT_PLACEHOLDER = r"(?!\[REDACTED)"
-# `password: x`, `"password": "x"`, `password = 'x'`, `:password => "x"`, `pwd := x`
-_SEPARATOR = r"""(?:\\*+["'])?[ \t]*+(?:=>|:=|[:=])[ \t]*+"""
+# `password: x`, `"password": "x"`, `password = 'x'`, `:password => "x"`, `pwd := x`;
+# not a comparison (`token == x`).
+_SEPARATOR = r"""(?:\\*+["'])?[ \t]*+(?:=>|:=|[:=](?!=))[ \t]*+"""
 # The last word of a sensitive key (`key_is_sensitive` then judges the whole key), and
 # the header names whose value is the rest of the line. Case-insensitive for ASCII only,
 # so that the scrubber's cheap `str.lower` pre-check never misses a match.
@@ -141,17 +147,20 @@ HEADER_WORDS: Final = (
 # Possessive: on a second pass `Bearer [REDACTED]` must not be re-read with `Bearer` as
 # the value.
 _AUTH_SCHEME = r"(?:(?ai:bearer|basic|token|bot|digest|negotiate|ntlm|aws4-hmac-sha256)[ \t]++)?+"
+# A quoted value counts only with its closing quote: in `prompt='Password: ', x=1` the
+# quote after the separator closes a string instead of opening a value. Without one, the
+# value is read as unquoted (a log line cut inside `"password": "hunt`).
 _VALUE = (
-    rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})"""
-    rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})"""
-    rf"""|{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_BARE_VALUE}))"""
+    rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})(?=\\*")"""
+    rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})(?=')"""
+    rf"""|(?:\\*+["'])?{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_BARE_VALUE}))"""
 )
 # Header values run to the end of the line or to a quote: `Cookie: a=1; b=2`,
 # `Authorization: AWS4-HMAC-SHA256 Credential=...`, `curl -H 'Cookie: a=1' ...`.
 _HEADER_VALUE = (
-    rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})"""
-    rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})"""
-    rf"""|{_AUTH_SCHEME}{_NOT_PLACEHOLDER}([^\s"'\\][^\r\n"'\\]*+))"""
+    rf"""(?:\\*+"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_DQ_VALUE})(?=\\*")"""
+    rf"""|'{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_SQ_VALUE})(?=')"""
+    rf"""|(?:\\*+["'])?{_AUTH_SCHEME}{_NOT_PLACEHOLDER}([^\s"'\\][^\r\n"'\\]*+))"""
 )
 # A PEM block is at most a few kilobytes (an RSA-4096 key is about 3.3 kB); the bounds
 # keep a truncated block from making the search quadratic.
@@ -161,9 +170,9 @@ _PEM_TRUNCATED = r"""(?:[A-Za-z0-9+/=\s:,.\-]|\\[nr]){0,20000}+"""
 
 
 def _by_first_letter(
-    name: str, words: Sequence[str], tail: str, *, upper_case: bool = False
+    name: str, words: Sequence[str], separator: str, value: str, *, upper_case: bool = False
 ) -> tuple[SecretPattern, ...]:
-    """``word`` + ``tail`` for each word, as alternatives that start with a literal letter.
+    """Assignments of ``words``, as alternatives that start with a literal letter.
 
     ``(?i:password)`` would make the regex engine try the alternative at every position;
     ``p(?ai:assword)`` and ``P(?ai:assword)`` are skipped after one comparison. With
@@ -176,13 +185,22 @@ def _by_first_letter(
     for first, tails in tails_by_letter.items():
         ordered = sorted(tails, key=len, reverse=True)  # `cookies` before `cookie`
         if upper_case:
-            alternation = "|".join(tail_.upper() for tail_ in ordered)
-            regexes = [f"{first.upper()}(?:{alternation}){tail}"]
+            alternation = "|".join(tail.upper() for tail in ordered)
+            regexes = [f"{first.upper()}(?:{alternation}){separator}"]
         else:
             alternation = "|".join(ordered)
-            regexes = [f"{letter}(?ai:{alternation}){tail}" for letter in (first, first.upper())]
+            regexes = [
+                f"{letter}(?ai:{alternation}){separator}" for letter in (first, first.upper())
+            ]
         patterns.extend(
-            SecretPattern(name, PLACEHOLDER, regex, "assignment", value_may_be_code=not upper_case)
+            SecretPattern(
+                name,
+                PLACEHOLDER,
+                regex,
+                "assignment",
+                value=value,
+                value_may_be_code=not upper_case,
+            )
             for regex in regexes
         )
     return tuple(patterns)
@@ -327,14 +345,15 @@ SECRET_PATTERNS: Final[tuple[SecretPattern, ...]] = (
         prefixes=("eyJ",),
     ),
     # -- secrets found by their context ---------------------------------------------------------
-    *_by_first_letter("header", HEADER_WORDS, f"{_SEPARATOR}{_HEADER_VALUE}"),
+    *_by_first_letter("header", HEADER_WORDS, _SEPARATOR, _HEADER_VALUE),
     *_by_first_letter(
         "environment",
         ASSIGNMENT_WORDS,
-        f"={_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_ENV_VALUE})",
+        "=",
+        f"{_AUTH_SCHEME}{_NOT_PLACEHOLDER}({_ENV_VALUE})",
         upper_case=True,
     ),
-    *_by_first_letter("key_value", ASSIGNMENT_WORDS, f"{_SEPARATOR}{_VALUE}"),
+    *_by_first_letter("key_value", ASSIGNMENT_WORDS, _SEPARATOR, _VALUE),
     SecretPattern(
         # RFC 6750 token characters. The token must contain a digit or a symbol, or be
         # long, so that prose ("Bearer authentication") is left alone.

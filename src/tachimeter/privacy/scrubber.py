@@ -1,22 +1,31 @@
 """Secret scrubbing and event sanitization (spec 406's ``sanitize_event``, done thoroughly).
 
 The collector's worker thread runs :meth:`Scrubber.sanitize_event` on every event before
-it is serialized, so the scrubber does its work at construction (one compiled
-alternation of every secret shape, a cache of key decisions) and keeps the per-string
-cost near zero for the short strings most properties are. The rules themselves, and
-what counts as a sensitive key, are documented in :mod:`tachimeter.privacy.patterns`.
+it is serialized, so the scrubber does its work up front (one regex per pattern family,
+compiled once per process; a cache of key decisions) and keeps the per-string cost near
+zero for the short strings most properties are. The rules themselves, and what counts
+as a sensitive key, are documented in :mod:`tachimeter.privacy.patterns`.
+
+How a string is scrubbed: strings too short to hold a secret are returned at once;
+otherwise cheap substring tests pick the families that could match (no ``=`` or ``:``,
+no assignment), each picked family's regex finds its leftmost match, and the matches
+are taken from left to right, a contextual match only if its Python check passes (is
+the key sensitive, does the Basic credential decode to ``user:password``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import hmac
+
 import binascii
 import functools
-import hashlib
-import hmac
 import re
 from collections.abc import Callable, Sequence
 from itertools import islice
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -64,7 +73,7 @@ _MAX_KEY_LENGTH: Final = 64
 _PLAIN, _MASK, _DROP = 0, 1, 2
 # Pattern families, in the order that breaks ties between matches at one position.
 _FAMILIES: Final[tuple[Family, ...]] = ("token", "assignment", "bearer", "basic", "url", "query")
-_TOKEN, _ASSIGNMENT, _BEARER, _BASIC, _URL, _QUERY = range(len(_FAMILIES))
+_TOKEN, _ASSIGNMENT, _BEARER, _BASIC, _URL, _QUERY = _ALL_FAMILIES = range(len(_FAMILIES))
 _KEY_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _KEY_CHARS_OR_SPACE: Final = _KEY_CHARS | {" ", "\t"}
 _USER_CHARS_STOP: Final = frozenset(" \t\r\n\f\v:@/")
@@ -83,15 +92,29 @@ _NOT_A_SECRET = re.compile(
 # `std::env::var(`.
 _REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*)([(\[].*)?")
 _CLOSERS: Final = {")": "(", "]": "[", "}": "{"}
+_OPENERS: Final = {opener: closer for closer, opener in _CLOSERS.items()}
 _STRING_PREFIXES: Final = frozenset({"f", "b", "r", "u", "rb", "br", "fr", "rf"})
 _PLACEHOLDER_SPLIT = re.compile(f"({PLACEHOLDER_PATTERN})")
 # A leading character class the source builder may expand into literals: `[rs]k_`.
 _LEADING_CLASS = re.compile(r"\[([A-Za-z0-9?&]+)\]")
 
-# One alternative of a family's regex: its placeholder; its secret groups (empty: the
-# whole match, extended back over the part of a token prefix before its anchor); that
-# extension; and the group of an unquoted value that may be code (0: none).
-_Alternative = tuple[str, tuple[int, ...], int, int]
+
+class _Alternative(NamedTuple):
+    """How to read a match of one alternative of a family's regex."""
+
+    placeholder: str
+    groups: tuple[int, ...]
+    """The secret groups; empty: the whole match (extended back by ``back``)."""
+    back: int
+    """Length of the part of a token prefix before the character it is found by."""
+    value: Callable[[str, int], re.Match[str] | None] | None
+    """For assignments: matches the value where the key word and separator end."""
+    unquoted_group: int
+    """For assignments: the value's group holding an unquoted value (0: none)."""
+    may_be_code: bool
+    """Whether that unquoted value may be code rather than a secret."""
+
+
 _Search = Callable[[str, int], "re.Match[str] | None"]
 _Source = tuple[_Search, dict[int, _Alternative]]
 _Head = tuple[int, int, "re.Match[str]"]  # (start of the secret's match, family, match)
@@ -172,9 +195,11 @@ def _builtin_sources() -> tuple[_Source, ...]:
     """One compiled regex per pattern family, and how to read its matches.
 
     Alternatives are grouped by their first character (``k(?:...|...)``); each ends
-    with an empty group, so ``match.lastindex`` (the group that closed last) names the
-    alternative that matched. Compiled once per process.
+    with an empty named group, so ``match.lastindex`` (the group that closed last) names
+    the alternative that matched, and the groups before it are its secret. Compiled
+    once per process, on first use (about 15 ms).
     """
+    values: dict[str, re.Pattern[str]] = {}
     sources = []
     for family in _FAMILIES:
         grouped: dict[str, list[tuple[str, int, SecretPattern]]] = {}
@@ -183,19 +208,34 @@ def _builtin_sources() -> tuple[_Source, ...]:
                 for first, rest, back in _alternatives(pattern):
                     grouped.setdefault(first, []).append((rest, back, pattern))
         parts: list[str] = []
-        table: dict[int, _Alternative] = {}
-        group = 0
+        tagged: list[tuple[str, int, SecretPattern]] = []
         for first, alternatives in grouped.items():
             bodies = []
             for rest, back, pattern in alternatives:
-                own = re.compile(pattern.regex).groups
-                secret_groups = tuple(range(group + 1, group + own + 1))
-                group += own + 1
-                code_group = secret_groups[-1] if pattern.value_may_be_code else 0
-                table[group] = (pattern.placeholder, secret_groups, back, code_group)
-                bodies.append(f"{rest}()")
+                tag = f"_{len(tagged)}"
+                tagged.append((tag, back, pattern))
+                bodies.append(f"{rest}(?P<{tag}>)")
             parts.append(f"{first}(?:{'|'.join(bodies)})")
-        sources.append((re.compile("|".join(parts)).search, table))
+        regex = re.compile("|".join(parts))
+        table: dict[int, _Alternative] = {}
+        previous = 0
+        for tag, back, pattern in tagged:
+            index = regex.groupindex[tag]
+            value = None
+            unquoted_group = 0
+            if pattern.value:
+                value = values.setdefault(pattern.value, re.compile(pattern.value))
+                unquoted_group = value.groups  # the last one, by the patterns' convention
+            table[index] = _Alternative(
+                pattern.placeholder,
+                tuple(range(previous + 1, index)),
+                back,
+                None if value is None else value.match,
+                unquoted_group,
+                pattern.value_may_be_code,
+            )
+            previous = index
+        sources.append((regex.search, table))
     return tuple(sources)
 
 
@@ -209,8 +249,8 @@ class Scrubber:
     add ``extra_patterns`` for them.
 
     >>> s = Scrubber()
-    >>> s.scrub_text("retrying with Authorization: Bearer abc.def-123 after 401")
-    'retrying with Authorization: Bearer [REDACTED] after 401'
+    >>> s.scrub_text("401 with Bearer abc.def-123; retrying postgres://app:pw@db/prod")
+    '401 with Bearer [REDACTED]; retrying postgres://app:[REDACTED]@db/prod'
     >>> s.scrub_value({"api_key": "k-1", "input_tokens": 512, "note": ["pwd=hunter2"]})
     {'api_key': '[REDACTED]', 'input_tokens': 512, 'note': ['pwd=[REDACTED]']}
     >>> Scrubber(sensitive_key_action="drop").scrub_value({"token": "t", "model": "gpt-4o"})
@@ -221,14 +261,15 @@ class Scrubber:
     may lose an increment, so treat it as approximate there and use
     :meth:`scrub_text_counted` when an exact per-call figure matters.
 
-    Scrubbing is idempotent: scrubbing a scrubbed value changes nothing. This holds for
-    the built-in rules; an extra pattern keeps it as long as it cannot match text next to
-    a placeholder that it did not match before (placeholders themselves are protected).
-    User-id hashing is not idempotent: sanitize an event once.
+    Scrubbing is idempotent: scrubbing a scrubbed value changes nothing (a changed string
+    is rescanned until stable; placeholders are never read as secrets, not even by extra
+    patterns). User-id hashing is not idempotent: sanitize an event once. The built-in
+    patterns are compiled once per process, on first use (15 to 30 ms).
     """
 
     __slots__ = (
         "_action",
+        "_clean_metadata",
         "_count",
         "_drop_keys",
         "_extra",
@@ -278,16 +319,18 @@ class Scrubber:
                 raise ConfigError(f"privacy.drop_keys[{index}] {key!r} is empty once normalized")
             drop.add(normalized)
 
-        self._sources = _builtin_sources()
+        self._sources: tuple[_Source, ...] | None = None
         self._extra: tuple[re.Pattern[str], ...] = tuple(extra)
         self._drop_keys: frozenset[str] = frozenset(drop)
         self._action = _DROP if sensitive_key_action == "drop" else _MASK
         # The keyed HMAC is set up once; each id hashes a copy of it.
-        self._hmac = (
-            hmac.new(salt.encode(), digestmod=hashlib.sha256) if hash_user_ids and salt else None
-        )
+        self._hmac = _keyed_sha256(salt) if hash_user_ids and salt else None
         self._key_cache: dict[str, int] = {}
         self._count = 0
+        # The last metadata object found clean. A collector's events share one metadata
+        # object, so this skips re-scrubbing it per event (the struct is frozen; mutating
+        # its custom dict in place after use is not supported).
+        self._clean_metadata: object = None
 
     def __repr__(self) -> str:
         action = "drop" if self._action == _DROP else "mask"
@@ -315,10 +358,11 @@ class Scrubber:
         return result, count
 
     def _scrub_str(self, text: str) -> str:
+        size = len(text)
         if (
-            not self._extra
-            and len(text) < _MIN_UNMARKED_SECRET_LENGTH
-            and (len(text) < _MIN_SECRET_LENGTH or ("=" not in text and ":" not in text))
+            size < _MIN_UNMARKED_SECRET_LENGTH
+            and (size < _MIN_SECRET_LENGTH or ("=" not in text and ":" not in text))
+            and not self._extra
         ):
             return text
         result, count = self._scrub_counted(text)
@@ -334,41 +378,51 @@ class Scrubber:
         token that ran straight into a PEM block). So a text that changed is scanned
         again; in practice a second pass finds nothing.
         """
-        total = 0
-        for _ in range(_MAX_PASSES):
+        text, total = self._scrub_once(text, gated)
+        passes = 1
+        count = total
+        while count and passes < _MAX_PASSES:
             text, count = self._scrub_once(text, gated)
-            if not count:
-                break
             total += count
+            passes += 1
         return text, total
 
     def _scrub_once(self, text: str, gated: bool) -> tuple[str, int]:
-        families = _families_for(text) if gated else range(len(_FAMILIES))
+        sources = self._sources
+        if sources is None:  # compiled on first use, so that importing costs nothing
+            sources = self._sources = _builtin_sources()
         heads: list[_Head] = []
-        for family in families:
-            head = self._next(family, text, 0, 0)
-            if head is not None:
-                heads.append(head)
+        for family in _families_for(text) if gated else _ALL_FAMILIES:
+            search, table = sources[family]
+            match = search(text, 0)
+            if match is not None:  # a first match starts where its prefix does
+                heads.append((match.start() - table[match.lastindex or 0].back, family, match))
         count = 0
         if heads:
-            text, count = self._rewrite(text, heads)
+            text, count = self._rewrite(text, heads, sources)
         if self._extra:
             text, extra_count = self._apply_extra(text)
             count += extra_count
         return text, count
 
-    def _next(self, family: int, text: str, position: int, floor: int) -> _Head | None:
-        """The next match of ``family`` from ``position`` whose secret starts at ``floor`` or on."""
-        search, table = self._sources[family]
+    @staticmethod
+    def _next(
+        sources: tuple[_Source, ...], family: int, text: str, position: int, floor: int
+    ) -> _Head | None:
+        """The next match of ``family`` from ``position`` on, its secret starting at
+        ``floor`` or later (a token's prefix may begin before where the search did)."""
+        search, table = sources[family]
         match = search(text, position)
         while match is not None:
-            start = match.start() - table[match.lastindex or 0][2]
+            start = match.start() - table[match.lastindex or 0].back
             if start >= floor:
                 return (start, family, match)
             match = search(text, match.start() + 1)
         return None
 
-    def _rewrite(self, text: str, heads: list[_Head]) -> tuple[str, int]:
+    def _rewrite(
+        self, text: str, heads: list[_Head], sources: tuple[_Source, ...]
+    ) -> tuple[str, int]:
         """Replace secrets, taking the families' matches from left to right.
 
         ``heads`` holds the next match of each family. The leftmost wins (ties go to the
@@ -381,24 +435,25 @@ class Scrubber:
         while heads:
             index = min(range(len(heads)), key=heads.__getitem__)
             start, family, match = heads[index]
-            alternative = self._sources[family][1][match.lastindex or 0]
-            spans = self._secret_spans(family, text, match, alternative, start, last)
-            if spans is None:
-                retry = self._next(family, text, match.start() + 1, start + 1)
+            alternative = sources[family][1][match.lastindex or 0]
+            found = self._secret_spans(family, text, match, alternative, start, last)
+            if found is None:
+                retry = self._next(sources, family, text, match.start() + 1, start + 1)
                 if retry is None:
                     del heads[index]
                 else:
                     heads[index] = retry
                 continue
+            spans, end = found
             for span_start, span_end in spans:
                 pieces.append(text[last:span_start])
-                pieces.append(alternative[0])
+                pieces.append(alternative.placeholder)
                 last = span_end
                 count += 1
-            end = max(match.end(), start + 1)
+            end = max(end, start + 1)
             for position in range(len(heads) - 1, -1, -1):
                 if heads[position][0] < end:
-                    again = self._next(heads[position][1], text, end, end)
+                    again = self._next(sources, heads[position][1], text, end, end)
                     if again is None:
                         del heads[position]
                     else:
@@ -416,75 +471,96 @@ class Scrubber:
         alternative: _Alternative,
         start: int,
         floor: int,
-    ) -> list[tuple[int, int]] | None:
-        """The spans to replace in ``match``, or None when its family's check fails."""
-        groups = alternative[1]
-        if not groups:
-            return [(start, match.end())]
-        spans = [span for span in map(match.span, groups) if span[0] >= 0]
-        if family == _ASSIGNMENT:
-            value = self._secret_value(text, match, alternative[3], floor)
+    ) -> tuple[list[tuple[int, int]], int] | None:
+        """The spans to replace and where the match ends, or None if its check fails."""
+        if alternative.value is not None:  # an assignment: key word, separator, value
+            value = alternative.value(text, match.end())
             if value is None:
                 return None
-            if value:
-                spans = [value]
-        elif family == _BASIC:
-            if not _is_basic_credential(match.group(groups[0])):
+            groups = range(1, value.re.groups + 1)
+            spans = [span for span in map(value.span, groups) if span[0] >= 0]
+            if not self._is_sensitive_assignment(text, start, floor):
+                return None
+            if alternative.unquoted_group:
+                unquoted = self._unquoted_secret(
+                    text, value, alternative.unquoted_group, alternative.may_be_code
+                )
+                if unquoted is None:
+                    return None
+                if unquoted:
+                    spans = [unquoted]
+            return spans, value.end()
+        if not alternative.groups:
+            return [(start, match.end())], match.end()
+        spans = [span for span in map(match.span, alternative.groups) if span[0] >= 0]
+        if family == _BASIC:
+            if not _is_basic_credential(match.group(alternative.groups[0])):
                 return None
         elif family == _URL and not _follows_url_user(text, match.start()):
             return None
-        return spans
+        elif family == _QUERY and _NOT_A_SECRET.fullmatch(match.group(alternative.groups[0])):
+            return None  # a template: `?key=%s`
+        return spans, match.end()
 
-    def _secret_value(
-        self, text: str, match: re.Match[str], code_group: int, floor: int
-    ) -> tuple[int, int] | tuple[()] | None:
-        """Check an assignment: None if it is no secret, else the unquoted value's span.
-
-        The empty tuple means "the matched group as it is" (a quoted value).
-        """
-        start = match.start()
+    def _is_sensitive_assignment(self, text: str, start: int, floor: int) -> bool:
+        """Whether the key whose last word starts at ``start`` is sensitive."""
         end = start
         size = len(text)
         while end < size and text[end] in _KEY_CHARS:
             end += 1
         # Read the key back over spaces too (`My API Key: ...`), but never into a span
         # already replaced: a second pass sees a placeholder there, and must decide the
-        # same way for scrubbing to be idempotent.
+        # same way.
         begin = start
         low = max(floor, start - _MAX_KEY_LENGTH)
         while begin > low and text[begin - 1] in _KEY_CHARS_OR_SPACE:
             begin -= 1
-        if self._key_action(text[begin:end]) == _PLAIN:
-            return None
-        if not code_group:
-            return ()
-        value_start, value_end = match.span(code_group)
+        return self._key_action(text[begin:end]) != _PLAIN
+
+    def _unquoted_secret(
+        self, text: str, value: re.Match[str], group: int, may_be_code: bool
+    ) -> tuple[int, int] | tuple[()] | None:
+        """The span of an unquoted value if it is a secret, None if it is a stand-in or
+        code, and the empty tuple if the value was quoted (quoted values are data,
+        whatever they hold)."""
+        value_start, value_end = value.span(group)
         if value_start < 0:
-            return ()  # quoted values are data, whatever they look like
-        value = text[value_start:value_end]
-        # Closing brackets the value did not open belong to the code around it:
-        # `login(password=x)`, `{password: x}`.
-        while (
-            value
-            and value[-1] in _CLOSERS
-            and value.count(value[-1]) > value.count(_CLOSERS[value[-1]])
+            return ()
+        found = text[value_start:value_end]
+        if not may_be_code:  # an environment line: `SECRET_KEY=k(9&x` is all key
+            if _NOT_A_SECRET.fullmatch(found) or not any(char.isalnum() for char in found):
+                return None
+            return (value_start, value_end)
+        # Brackets the value did not open or close, and a final `:` or `.`, belong to
+        # the code or prose around it: `login(password=x)`, `{password: x}`,
+        # `pwd=None):`, `pwd = (self.password.encode(...`.
+        while found and (
+            found[-1] in ":."
+            or (found[-1] in _CLOSERS and found.count(found[-1]) > found.count(_CLOSERS[found[-1]]))
         ):
-            value = value[:-1]
-        if not value:
+            found = found[:-1]
+        while (
+            found
+            and found[0] in _OPENERS
+            and found.count(found[0]) > found.count(_OPENERS[found[0]])
+        ):
+            found = found[1:]
+            value_start += 1
+        if not any(char.isalnum() for char in found):  # `(`, `****`: nothing to hide
             return None
-        following = text[value_start + len(value) : value_start + len(value) + 1]
-        if value in _STRING_PREFIXES and following in ('"', "'"):  # f"Bearer {token}"
+        following = text[value_start + len(found) : value_start + len(found) + 1]
+        if found in _STRING_PREFIXES and following in ('"', "'"):  # f"Bearer {token}"
             return None
-        if _NOT_A_SECRET.fullmatch(value):
+        if _NOT_A_SECRET.fullmatch(found):
             return None
-        reference = _REFERENCE.fullmatch(value)
+        reference = _REFERENCE.fullmatch(found)
         if reference and (
             reference.group(2)  # a call or subscript: `api_key=os.environ["KEY"]`
             # A variable named like a secret is a reference to one: `password=password`.
             or self._key_action(reference.group(1)) != _PLAIN
         ):
             return None
-        return (value_start, value_start + len(value))
+        return (value_start, value_start + len(found))
 
     def _apply_extra(self, text: str) -> tuple[str, int]:
         """Apply the user's patterns outside the placeholders already written."""
@@ -569,11 +645,24 @@ class Scrubber:
         if depth >= _MAX_DEPTH:
             self._count += 1
             return PLACEHOLDER
+        # The hot loop of the worker thread: properties are mostly short strings and
+        # numbers under keys seen before, so those are handled here without a call.
+        cached_action = self._key_cache.get
+        scrub_str = self._scrub_str
         out: dict[Any, Any] | None = {} if fresh else None
+        new: Any
         for index, (key, item) in enumerate(value.items()):
-            action = self._key_action(key) if isinstance(key, str) else _PLAIN
+            action = cached_action(key)
+            if action is None:
+                action = self._key_action(key) if isinstance(key, str) else _PLAIN
             if action == _PLAIN:
-                new = self._scrub(item, fresh, depth + 1)
+                kind = type(item)
+                if kind is str:
+                    new = scrub_str(item)
+                elif item is None or kind is int or kind is float or kind is bool:
+                    new = item
+                else:
+                    new = self._scrub(item, fresh, depth + 1)
             elif action == _DROP:
                 self._count += 1
                 if out is None:
@@ -595,9 +684,17 @@ class Scrubber:
         if depth >= _MAX_DEPTH:
             self._count += 1
             return PLACEHOLDER
+        scrub_str = self._scrub_str
         out: list[Any] | None = [] if fresh else None
+        new: Any
         for index, item in enumerate(value):
-            new = self._scrub(item, fresh, depth + 1)
+            kind = type(item)
+            if kind is str:
+                new = scrub_str(item)
+            elif item is None or kind is int or kind is float or kind is bool:
+                new = item
+            else:
+                new = self._scrub(item, fresh, depth + 1)
             if out is None:
                 if new is item:
                     continue
@@ -629,14 +726,18 @@ class Scrubber:
         data = self._sanitize_data(event.data)
         if data is not event.data:
             changes["data"] = data
-        metadata = self._scrub_fields(
-            event.metadata, ("app_version", "os", "arch", "locale"), ("custom",)
-        )
-        if metadata is not event.metadata:
-            changes["metadata"] = metadata
+        metadata = event.metadata
+        if metadata is not self._clean_metadata:
+            scrubbed = self._scrub_fields(
+                metadata, ("app_version", "os", "arch", "locale"), ("custom",)
+            )
+            if scrubbed is metadata:
+                self._clean_metadata = metadata
+            else:
+                changes["metadata"] = scrubbed
         for name in ("page_url", "referrer"):
             current = getattr(event, name)
-            if current is not None:
+            if isinstance(current, str):
                 scrubbed = self._scrub_str(current)
                 if scrubbed is not current:
                     changes[name] = scrubbed
@@ -672,19 +773,24 @@ class Scrubber:
         strings: tuple[str, ...],
         mappings: tuple[str, ...],
     ) -> Any:
-        """``struct`` with its string and mapping fields scrubbed; itself if unchanged."""
+        """``struct`` with its string and mapping fields scrubbed; itself if unchanged.
+
+        Structs are not type-checked when built, so a field of the wrong type is left
+        as it is rather than raised on (validation reports it).
+        """
         changes: dict[str, Any] = {}
         for name in strings:
             current = getattr(struct, name)
-            if current is not None:
+            if isinstance(current, str):
                 scrubbed = self._scrub_str(current)
                 if scrubbed is not current:
                     changes[name] = scrubbed
         for name in mappings:
             current = getattr(struct, name)
-            scrubbed = self._scrub_dict(current, False, 0)
-            if scrubbed is not current:
-                changes[name] = scrubbed
+            if isinstance(current, dict):
+                scrubbed = self._scrub_dict(current, False, 0)
+                if scrubbed is not current:
+                    changes[name] = scrubbed
         return msgspec.structs.replace(struct, **changes) if changes else struct
 
 
@@ -747,6 +853,13 @@ def _follows_url_user(text: str, colon: int) -> bool:
     while scheme_start < scheme_end and not text[scheme_start].isalpha():
         scheme_start += 1  # a scheme starts with a letter (`1+https` is not one)
     return scheme_start < scheme_end
+
+
+def _keyed_sha256(salt: str) -> hmac.HMAC:
+    import hashlib  # deferred: only user-id hashing needs it (a few ms of imports)
+    import hmac
+
+    return hmac.new(salt.encode(), digestmod=hashlib.sha256)
 
 
 DEFAULT_SCRUBBER: Final = Scrubber()
