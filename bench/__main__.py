@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["model", "collector", "metrics", "import_time"]
+BENCHMARKS = ["model", "collector", "metrics", "import_time", "server"]
 
 
 def main(argv: list[str]) -> int:

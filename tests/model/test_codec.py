@@ -215,7 +215,17 @@ def test_bad_event_inside_a_batch_names_its_index() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+@given(
+    st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.binary(min_size=1, max_size=8).map(
+        lambda b: (
+            b'{"id": "018f0000-0000-7000-8000-000000000000", "event_type": "x", "user_id": "'
+            + b
+            + b'"}'
+        )
+    )
+)
 def test_decoder_never_raises_anything_but_validation_error(payload: bytes) -> None:
     for fmt in FORMATS:
         with contextlib.suppress(ValidationError):
@@ -240,3 +250,14 @@ def test_builtins_are_plain_json_types() -> None:
 def test_unknown_format_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="format must be 'json' or 'msgpack'"):
         encode_event(AnalyticsEvent.new(EventType.FEATURE_USED), format="xml")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_invalid_utf8_inside_a_string_is_a_validation_error(fmt: str) -> None:
+    event = AnalyticsEvent.new(EventType.FEATURE_USED, {"k": "a-PLACEHOLDER-b"})
+    payload = encode_event(event, format=fmt).replace(b"PLACEHOLDER", b"\xff\xfe")
+    with pytest.raises(ValidationError, match="not valid UTF-8"):
+        decode_event(payload, format=fmt)
+    batch = encode_batch(EventBatch.new([event], 1), format=fmt).replace(b"PLACEHOLDER", b"\xff")
+    with pytest.raises(ValidationError, match="not valid UTF-8"):
+        decode_batch(batch, format=fmt)

@@ -458,6 +458,10 @@ class AnalyticsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     validation: ValidationLimits = msgspec.field(default_factory=ValidationLimits)
     prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
+    # The `[server]` table of `tachimeter serve` (listen address, API keys, limits). The
+    # server layer owns and validates it (tachimeter.server.settings); it is accepted
+    # here so that one file configures everything.
+    server: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.disabled_event_types:

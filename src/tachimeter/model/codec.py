@@ -268,6 +268,8 @@ def decode_event(payload: bytes | str, *, format: str = "json") -> AnalyticsEven
         wire = decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise _with_prefix(exc, "$") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        raise _bad_utf8(exc) from None
     return _event_from_wire(wire, "$")
 
 
@@ -293,6 +295,8 @@ def decode_batch(payload: bytes | str, *, format: str = "json") -> EventBatch:
         wire = decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise _with_prefix(exc, "$") from None
+    except UnicodeDecodeError as exc:
+        raise _bad_utf8(exc) from None
     events = [_event_from_wire(w, f"$.events[{i}]") for i, w in enumerate(wire.events)]
     created = wire.created_at
     if created.tzinfo is None:
@@ -306,6 +310,14 @@ def _decoder(format: str, json_decoder: Any, msgpack_decoder: Any) -> Any:
     if format == "msgpack":
         return msgpack_decoder
     raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+
+
+def _bad_utf8(exc: UnicodeDecodeError) -> ValidationError:
+    return ValidationError(
+        f"a string is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string); "
+        "send UTF-8 text - at `$`",
+        path="$",
+    )
 
 
 def _with_prefix(exc: Exception, prefix: str) -> ValidationError:
