@@ -1,0 +1,285 @@
+"""``IngestWriter``: the server's one writer thread, committing requests in groups.
+
+Every ingest request hands its events to :meth:`IngestWriter.submit` and waits on the
+returned future; the request is answered 2xx only once the future says the events are
+committed (DESIGN.md: "acknowledged"). The thread commits whatever requests are waiting
+in one transaction (group commit), up to ``max_transaction_events``: one request at a
+time while traffic trickles in, many at once under load, so concurrent clients share the
+cost of a commit. A group that fails is written again one request at a time, so one bad
+request never fails the others.
+
+Other writes the server makes (``dashboard_metrics`` refreshes) run on the same thread
+through :meth:`IngestWriter.call`, so the process never competes with itself for
+SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
+
+from tachimeter.errors import StoreError
+from tachimeter.model.events import AnalyticsEvent
+from tachimeter.store.backend import WriteResult
+from tachimeter.store.projection import Projection
+from tachimeter.store.sqlite import SQLiteStore
+
+__all__ = ["IngestWriter", "WriterBusy"]
+
+_log = logging.getLogger("tachimeter.server")
+_T = TypeVar("_T")
+
+# Events per transaction at most: past about 1 000 a commit's cost is amortized
+# (bench/store.py); 5 000 keeps the write lock short for the CLI and retention.
+DEFAULT_TRANSACTION_EVENTS: Final = 5_000
+# Events accepted and not yet committed before new requests get 503 + Retry-After: about
+# two seconds of writing, 50 MB of event objects at most.
+DEFAULT_PENDING_EVENTS: Final = 20_000
+
+
+class WriterBusy(StoreError):
+    """The writer has more pending events than it may hold: retry later (503)."""
+
+
+class _Job:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[AnalyticsEvent]) -> None:
+        self.events = events
+        self.future: concurrent.futures.Future[WriteResult | None] = concurrent.futures.Future()
+
+
+class _Call:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+class IngestWriter:
+    """Commits submitted events to a store on one thread, grouped into transactions.
+
+    ``on_committed`` is called on the writer thread with each committed request's events
+    (for the live stream); it must not block.
+
+    >>> import tempfile, pathlib
+    >>> from tachimeter.store import SQLiteStore
+    >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "a.db")
+    >>> writer = IngestWriter(store)
+    >>> event = AnalyticsEvent.new("feature_used", {"feature": "search"})
+    >>> writer.submit([event]).result(timeout=10)
+    WriteResult(inserted=1, duplicates=0, rejected=0)
+    >>> writer.close()
+    True
+    >>> store.close()
+    """
+
+    __slots__ = (
+        "_closing",
+        "_cond",
+        "_last_error",
+        "_last_ok",
+        "_max_pending",
+        "_max_transaction",
+        "_on_committed",
+        "_pending",
+        "_pending_events",
+        "_projections",
+        "_side_conn",
+        "_store",
+        "_thread",
+        "transactions",
+    )
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        projections: Sequence[Projection] = (),
+        *,
+        on_committed: Callable[[Sequence[AnalyticsEvent]], None] | None = None,
+        max_transaction_events: int = DEFAULT_TRANSACTION_EVENTS,
+        max_pending_events: int = DEFAULT_PENDING_EVENTS,
+    ) -> None:
+        self._store = store
+        self._projections = tuple(projections)
+        self._on_committed = on_committed
+        self._max_transaction = max_transaction_events
+        self._max_pending = max_pending_events
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: collections.deque[_Job | _Call] = collections.deque()
+        self._pending_events = 0
+        self._closing = False
+        self._last_error: str | None = None
+        self._last_ok = time.monotonic()
+        self._side_conn: sqlite3.Connection | None = None
+        self.transactions = 0
+        self._thread = threading.Thread(target=self._run, name="tachimeter-server-writer")
+        self._thread.daemon = True
+        self._thread.start()
+
+    @property
+    def pending_events(self) -> int:
+        """Events submitted and not yet committed."""
+        with self._cond:
+            return self._pending_events
+
+    @property
+    def last_error(self) -> str | None:
+        """The last write failure, cleared by the next successful write."""
+        with self._cond:
+            return self._last_error
+
+    @property
+    def alive(self) -> bool:
+        """True while the writer thread runs and accepts work."""
+        return self._thread.is_alive() and not self._closing
+
+    def submit(
+        self, events: Sequence[AnalyticsEvent]
+    ) -> concurrent.futures.Future[WriteResult | None]:
+        """Queue events for the next transaction; the future completes when committed.
+
+        Its result is the store's count of new and duplicate events, or None when the
+        request was committed in a group whose duplicates cannot be attributed to it.
+
+        Raises :class:`WriterBusy` when too much is pending, :class:`StoreError` after close.
+        """
+        job = _Job(events)
+        with self._cond:
+            if self._closing:
+                raise StoreError("the server is shutting down; retry against the new process")
+            if self._pending_events and self._pending_events + len(events) > self._max_pending:
+                raise WriterBusy(
+                    f"{self._pending_events} events are waiting to be written; retry shortly"
+                )
+            self._pending.append(job)
+            self._pending_events += len(events)
+            self._cond.notify()
+        return job.future
+
+    def call(self, fn: Callable[[sqlite3.Connection], _T]) -> concurrent.futures.Future[_T]:
+        """Run ``fn`` on the writer thread with a writable connection of its own."""
+        job = _Call(fn)
+        with self._cond:
+            if self._closing:
+                raise StoreError("the server is shutting down")
+            self._pending.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Commit what is queued (waiting at most ``timeout``) and stop; True if all was."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            _log.warning(
+                "the server's writer did not finish within %.0f s; %d events were not "
+                "committed (their requests were not acknowledged)",
+                timeout,
+                self._pending_events,
+            )
+            return False
+        return True
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    if not self._pending:
+                        return
+                    first = self._pending.popleft()
+                    if isinstance(first, _Call):
+                        group: list[_Job] = []
+                    else:
+                        group = [first]
+                        count = len(first.events)
+                        while self._pending:
+                            head = self._pending[0]
+                            if (
+                                not isinstance(head, _Job)
+                                or count + len(head.events) > self._max_transaction
+                            ):
+                                break
+                            group.append(head)
+                            count += len(head.events)
+                            self._pending.popleft()
+                if isinstance(first, _Call):
+                    self._run_call(first)
+                else:
+                    self._write(group)
+        finally:
+            if self._side_conn is not None:
+                self._side_conn.close()
+
+    def _run_call(self, job: _Call) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            if self._side_conn is None:
+                self._side_conn = sqlite3.connect(
+                    self._store.path, isolation_level=None, check_same_thread=False, timeout=5.0
+                )
+            job.future.set_result(job.fn(self._side_conn))
+        except BaseException as exc:
+            job.future.set_exception(exc)
+
+    def _write(self, group: list[_Job]) -> None:
+        events: Sequence[AnalyticsEvent] = (
+            group[0].events if len(group) == 1 else [e for job in group for e in job.events]
+        )
+        try:
+            result = self._store.write_batch(events, projections=self._projections)
+        except Exception as exc:  # the writer thread must survive anything
+            if len(group) > 1:
+                for job in group:  # find the failing request; the others are stored
+                    self._write([job])
+                return
+            self._finish(group, None, exc)
+            return
+        self._finish(group, result, None)
+
+    def _finish(
+        self, group: list[_Job], result: WriteResult | None, error: Exception | None
+    ) -> None:
+        with self._cond:
+            self._pending_events -= sum(len(job.events) for job in group)
+            if error is None:
+                self.transactions += 1
+                self._last_error = None
+                self._last_ok = time.monotonic()
+            else:
+                self._last_error = f"{type(error).__name__}: {error}"
+        if error is not None:
+            _log.warning("could not store %d events: %s", len(group[0].events), error)
+            for job in group:
+                job.future.set_exception(error)
+            return
+        assert result is not None
+        if len(group) == 1:
+            group[0].future.set_result(result)
+        elif not result.duplicates and not result.rejected:
+            for job in group:
+                job.future.set_result(WriteResult(inserted=len(job.events), duplicates=0))
+        else:
+            # Committed, but the group's duplicates cannot be told apart per request.
+            for job in group:
+                job.future.set_result(None)
+        if self._on_committed is not None and (result.inserted or not result.duplicates):
+            for job in group:
+                try:
+                    self._on_committed(job.events)
+                except Exception:  # a broken listener must not stop the writer
+                    _log.exception("the live stream failed to take committed events")

@@ -1,0 +1,172 @@
+"""The dashboard in Debian's Chromium (Playwright): every page loads cleanly, charts draw
+data points, and an event posted through the API appears on the live page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serving import ServerProcess, wire_events
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PAGES = ("overview", "events", "metrics", "missions", "funnels", "alerts", "api")
+# A uPlot chart has drawn data points: a series holds a value above 0, and its canvas has
+# painted pixels (not only the axes' background).
+_DRAWN = """(() => {{
+  const node = document.getElementById("{chart}");
+  const u = node && node._uplot;
+  if (!u || !u.data.slice(1).some((s) => s.some((v) => v > 0))) return false;
+  const c = node.querySelector("canvas");
+  const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let painted = 0;
+  for (let i = 3; i < px.length; i += 4) if (px[i] > 0) painted++;
+  return painted > 100;
+}})()"""
+# Generous guard for the live event to show up: ingest, commit, stream, render.
+_LIVE_WAIT_MS = 10_000
+
+
+def _chromium() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.environ.get("TACHIMETER_NO_SYSTEM_DEPS") == "1":
+        pytest.skip("chromium (Debian package chromium) absent and TACHIMETER_NO_SYSTEM_DEPS=1")
+    pytest.fail(
+        "chromium not found: the dashboard tests drive Debian's Chromium at /usr/bin/chromium. "
+        "Run `make test` (which installs it) or `apt-get install -y chromium`; set "
+        "TACHIMETER_NO_SYSTEM_DEPS=1 to skip such tests instead.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    path = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def seeded(server: ServerProcess) -> ServerProcess:
+    """The module's server with some events, errors among them."""
+    events = wire_events(40, "feature_used") + wire_events(5, "tool_called", duration_ms=120)
+    errors = []
+    for error in wire_events(3, "error_occurred"):
+        error["category"] = "error"
+        errors.append(error)
+    assert server.post_json("/v1/events", events + errors).status == 200
+    return server
+
+
+class _Watch:
+    """Console errors and failed requests of one page."""
+
+    def __init__(self, page: Any) -> None:
+        self.problems: list[str] = []
+        page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on(
+            "requestfailed",
+            lambda r: (
+                self.problems.append(f"failed {r.url}: {r.failure}")
+                if "/v1/stream" not in r.url  # streams are aborted on navigation, by design
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: self.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+
+
+def _open(browser: Any, server: ServerProcess, name: str) -> tuple[Any, Any, _Watch]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    watch = _Watch(page)
+    page.goto(f"{server.url}/#/{name}")
+    page.wait_for_load_state("load")  # never "networkidle": the live stream stays open
+    return context, page, watch
+
+
+def test_every_page_loads_without_errors_and_is_screenshotted(
+    browser: Any, seeded: ServerProcess
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name in PAGES:
+        context, page, watch = _open(browser, seeded, name)
+        try:
+            page.wait_for_selector(f"main[data-page={name}] h1")
+            page.wait_for_timeout(300)  # late fetches of the page
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+            assert not watch.problems, (name, watch.problems)
+            assert not page.locator(".error-box").count(), (
+                name,
+                page.locator(".error-box").all_inner_texts(),
+            )
+        finally:
+            context.close()
+
+
+def test_charts_draw_data_points_in_both_themes(browser: Any, seeded: ServerProcess) -> None:
+    context, page, watch = _open(browser, seeded, "overview")
+    try:
+        page.wait_for_function(_DRAWN.format(chart="chart-per-minute"), timeout=10_000)
+        page.click("#theme")
+        page.wait_for_timeout(200)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-overview-other-theme.png"), full_page=True)
+        page.goto(f"{seeded.url}/#/events")
+        page.wait_for_function(_DRAWN.format(chart="chart-trend"), timeout=10_000)
+        assert not watch.problems, watch.problems
+    finally:
+        context.close()
+
+
+def test_an_event_posted_through_the_api_appears_on_the_live_page(
+    browser: Any, seeded: ServerProcess
+) -> None:
+    context, page, watch = _open(browser, seeded, "events")
+    try:
+        page.wait_for_selector("#live.on", timeout=_LIVE_WAIT_MS)
+        (event,) = wire_events(1, "live_dashboard_event")
+        started = time.monotonic()
+        assert seeded.post_json("/v1/events", [event]).status == 200
+        page.wait_for_selector(f"#tail-body tr[data-id='{event['id']}']", timeout=_LIVE_WAIT_MS)
+        assert time.monotonic() - started < _LIVE_WAIT_MS / 1000
+        page.click(f"#tail-body tr[data-id='{event['id']}']")
+        page.wait_for_function(
+            f"document.getElementById('detail-body').textContent.includes('{event['id']}')"
+        )
+        assert not watch.problems, watch.problems
+    finally:
+        context.close()

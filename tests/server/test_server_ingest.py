@@ -1,0 +1,179 @@
+"""POST /v1/events against a real server: stored and readable, or refused precisely."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+
+import msgspec
+from serving import ServerProcess, stored_ids, wire_events
+
+
+def _search(server: ServerProcess, query: str) -> list[dict]:
+    answer = server.get(f"/v1/events/search?{query}")
+    assert answer.status == 200, answer.body
+    return answer.json()["events"]
+
+
+def _assert_healthy(server: ServerProcess) -> None:
+    assert server.get("/healthz").status == 200
+    assert server.get("/readyz").status == 200
+
+
+def test_an_accepted_batch_is_stored_sanitized_and_readable_back(server: ServerProcess) -> None:
+    events = wire_events(3, "search_performed", api_key="sk-proj-abcdefghijklmnop1234")
+    batch_id = str(uuid.uuid4())
+    answer = server.post_json(
+        "/v1/events",
+        {"batch_id": batch_id, "sequence": 1, "events": events},
+        {"Idempotency-Key": batch_id},
+    )
+    assert answer.status == 200, answer.body
+    ack = answer.json()
+    assert (ack["batch_id"], ack["received"], ack["accepted"], ack["rejected"]) == (
+        batch_id,
+        3,
+        3,
+        0,
+    )
+    assert {e["id"] for e in events} <= stored_ids(server.db)
+    found = _search(server, "event=search_performed&limit=10")
+    assert sorted(e["id"] for e in found) == sorted(e["id"] for e in events)
+    assert all(e["properties"]["api_key"] == "[REDACTED]" for e in found)
+    detail = server.get(f"/v1/events/{events[0]['id']}")
+    assert detail.status == 200 and detail.json()["properties"]["index"] == 0
+
+
+def test_msgpack_gzip_and_a_bare_array_are_accepted(server: ServerProcess) -> None:
+    events = wire_events(50, "tool_called")
+    body = gzip.compress(msgspec.msgpack.encode(events))
+    answer = server.request(
+        "POST",
+        "/v1/events",
+        body,
+        {"Content-Type": "application/msgpack", "Content-Encoding": "gzip"},
+    )
+    assert answer.status == 200, answer.body
+    assert answer.json()["accepted"] == 50
+    assert {e["id"] for e in events} <= stored_ids(server.db)
+
+
+def test_a_retried_batch_is_stored_once_and_answered_the_same(server: ServerProcess) -> None:
+    events = wire_events(4, "retried_event")
+    key = str(uuid.uuid4())
+    first = server.post_json("/v1/events", {"events": events}, {"Idempotency-Key": key})
+    again = server.post_json("/v1/events", {"events": events}, {"Idempotency-Key": key})
+    assert first.status == again.status == 200
+    assert first.body == again.body
+    other_key = server.post_json("/v1/events", {"events": events})
+    assert other_key.json()["duplicates"] == 4
+    assert len(_search(server, "event=retried_event")) == 4
+
+
+def test_invalid_events_are_refused_whole_with_each_bad_path(server: ServerProcess) -> None:
+    good, bad_time, bad_id = wire_events(3, "should_not_be_stored")
+    bad_time["timestamp"] = 12
+    bad_id["id"] = "not-a-uuid"
+    missing = {"event_type": "feature_used"}
+    answer = server.post_json("/v1/events", {"events": [good, bad_time, bad_id, missing]})
+    assert answer.status == 422
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem = answer.json()
+    paths = {e["path"] for e in problem["errors"]}
+    assert {"$.events[1].timestamp", "$.events[2].id", "$.events[3]"} <= paths
+    assert "nothing was stored" in problem["detail"]
+    assert good["id"] not in stored_ids(server.db)
+
+
+def test_partial_true_stores_the_valid_events_and_lists_the_rest(server: ServerProcess) -> None:
+    good, bad = wire_events(2, "partially_stored")
+    bad["priority"] = "urgent!"
+    answer = server.post_json("/v1/events?partial=true", [good, bad])
+    assert answer.status == 200
+    ack = answer.json()
+    assert (ack["accepted"], ack["rejected"]) == (1, 1)
+    assert ack["errors"][0]["path"] == "$[1].priority"
+    ids = stored_ids(server.db)
+    assert good["id"] in ids and bad["id"] not in ids
+
+
+def test_malformed_bodies_get_a_4xx_with_a_clear_message(server: ServerProcess) -> None:
+    event = wire_events(1)[0]
+    valid = json.dumps([event]).encode()
+    cases = {
+        "truncated": (valid[: len(valid) // 2], 400, "truncated"),
+        "not json": (b"hello", 400, "not valid JSON"),
+        "deep nesting": (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        "wrong type": (b'{"events": 3}', 422, "$.events"),
+        "bad utf-8": (
+            json.dumps([dict(event, user_id="X")]).encode().replace(b'"X"', b'"\xff\xfe"'),
+            400,
+            "",
+        ),
+        "huge string": (
+            json.dumps([dict(event, data={"note": "x" * 100_000})]).encode(),
+            422,
+            "max_string_length",
+        ),
+        "nested data": (
+            json.dumps([dict(event, data={"a": json.loads("[" * 30 + "]" * 30)})]).encode(),
+            422,
+            "depth",
+        ),
+    }
+    for name, (body, status, text) in cases.items():
+        answer = server.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+        assert answer.status == status, (name, answer.body[:300])
+        problem = answer.json()
+        assert problem["status"] == answer.status and problem["detail"], name
+        assert text in answer.body.decode(), (name, problem)
+        _assert_healthy(server)
+
+
+def test_a_million_tiny_events_are_refused_by_count_not_by_memory(server: ServerProcess) -> None:
+    body = b"[" + b",".join([b"{}"] * 1_000_000) + b"]"
+    answer = server.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+    assert answer.status == 413
+    assert "max_batch_events" in answer.json()["detail"]
+    _assert_healthy(server)
+
+
+def test_oversize_bodies_and_gzip_bombs_get_413(server: ServerProcess) -> None:
+    big = b"[" + b" " * (11 * 1024 * 1024) + b"]"
+    answer = server.request("POST", "/v1/events", big, {"Content-Type": "application/json"})
+    assert answer.status == 413
+    bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]")
+    assert len(bomb) < 200_000
+    answer = server.request(
+        "POST",
+        "/v1/events",
+        bomb,
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert answer.status == 413
+    assert "inflates past" in answer.json()["detail"]
+    _assert_healthy(server)
+
+
+def test_unsupported_media_types_and_encodings_get_415(server: ServerProcess) -> None:
+    assert server.request("POST", "/v1/events", b"a,b", {"Content-Type": "text/csv"}).status == 415
+    answer = server.request(
+        "POST", "/v1/events", b"[]", {"Content-Type": "application/json", "Content-Encoding": "br"}
+    )
+    assert answer.status == 415
+    bad_gzip = server.request(
+        "POST",
+        "/v1/events",
+        b"\x1f\x8bnot gzip",
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert bad_gzip.status == 400
+
+
+def test_events_without_a_session_are_stored_without_one(server: ServerProcess) -> None:
+    (event,) = wire_events(1, "sessionless")
+    assert "session_id" not in event or event["session_id"] is None
+    assert server.post_json("/v1/events", [event]).status == 200
+    (found,) = _search(server, "event=sessionless")
+    assert found["session_id"] is None
