@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["model", "collector", "metrics", "import_time", "anomalies", "server"]
+BENCHMARKS = ["model", "collector", "metrics", "import_time", "store", "anomalies", "server"]
 
 
 def main(argv: list[str]) -> int:

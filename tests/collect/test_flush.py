@@ -64,3 +64,20 @@ def test_shutdown_with_a_stuck_sink_returns_and_reports(collectors: Any) -> None
 
 def test_flush_with_nothing_queued_is_immediate_and_true(collectors: Any) -> None:
     assert collectors(sinks=[MemorySink()]).flush(timeout=10)
+
+
+def test_flush_is_false_when_a_sink_refused_a_batch(collectors: Any) -> None:
+    """A sink whose inbox overflowed never saw some events: they are not acknowledged."""
+    from tachimeter.collect import collector as collector_module
+
+    stuck = GateSink()
+    config = make_config(**{"collection.buffer_size": 1})
+    collector = collectors(config, sinks=[stuck])
+    try:
+        for _ in range(collector_module._SINK_INBOX + 5):
+            collector.track("feature_used", priority=collector_module.EventPriority.CRITICAL)
+        assert wait_for(lambda: collector.stats().flush_errors > 0)
+    finally:
+        stuck.gate.set()
+    assert collector.flush(timeout=10) is False  # the refused batches are lost to this sink
+    assert collector.flush(timeout=10) is True  # and the next flush is clean again

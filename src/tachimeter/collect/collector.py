@@ -193,6 +193,7 @@ class _SinkRunner:
         "_last_log",
         "_stop",
         "_thread",
+        "dropped_since_flush",
         "sink",
         "undelivered",
     )
@@ -204,6 +205,9 @@ class _SinkRunner:
         self._cond = threading.Condition(threading.Lock())
         self._stop = False
         self.undelivered = 0  # events given to this sink and not yet processed by it
+        # Batches refused since the last flush (inbox full): the next flush must fail, or
+        # events this sink never saw would count as acknowledged.
+        self.dropped_since_flush = 0
         self._last_log = -_LOG_EVERY_SECONDS
         self._thread = threading.Thread(
             target=self._run, name=f"tachimeter-sink-{sink.name}", daemon=True
@@ -214,6 +218,7 @@ class _SinkRunner:
         with self._cond:
             batches = sum(1 for item in self._inbox if isinstance(item, EventBatch))
             if batches >= _SINK_INBOX or self._stop:
+                self.dropped_since_flush += 1
                 return False
             self._inbox.append(batch)
             self.undelivered += len(batch.events)
@@ -253,11 +258,16 @@ class _SinkRunner:
                     return
                 item = self._inbox.popleft()
             if isinstance(item, _FlushRequest):
+                with self._cond:
+                    dropped, self.dropped_since_flush = self.dropped_since_flush, 0
                 try:
                     self.sink.flush()
                 except Exception as exc:
                     self._failed("flush", exc)
                     item.failures.append(self.sink.name)
+                else:
+                    if dropped:
+                        item.failures.append(self.sink.name)
                 collector = self._collector()
                 if collector is not None:
                     collector._flush_reported(item)
@@ -974,7 +984,9 @@ class EventCollector:
             self._flush_requests.append(request)
         self._wakeup.set()
         finished = request.done.wait(timeout)
-        return finished and not request.failures and self._retry.pending == 0
+        with self._lock:
+            parked = len(self._retry_inbox) + self._retry.pending
+        return finished and not request.failures and parked == 0
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush, stop the threads and close sinks' files; True when all was delivered.

@@ -122,8 +122,8 @@ class ReadCursor(Protocol):
 class ReadConnection(Protocol):
     """A read-only DB-API connection of a backend (``sqlite3.Connection`` for SQLite)."""
 
-    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
-        """Run one statement; returns a :class:`ReadCursor`."""
+    def execute(self, sql: str, parameters: Any = ..., /) -> ReadCursor:
+        """Run one statement."""
         ...
 
     def close(self) -> None:
@@ -133,7 +133,14 @@ class ReadConnection(Protocol):
 
 @runtime_checkable
 class EventStore(Protocol):
-    """Stores events and answers read-only queries over them."""
+    """Stores events and answers read-only queries over them.
+
+    >>> import tempfile, pathlib
+    >>> from tachimeter.store import SQLiteStore
+    >>> with SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "a.db") as store:
+    ...     isinstance(store, EventStore), store.dialect
+    (True, 'sqlite')
+    """
 
     @property
     def dialect(self) -> str:

@@ -222,13 +222,17 @@ class Migrator:
             raise StoreError(f"migration target must be >= 0, got {target}")
         applied = self.applied()
         self._check(applied)
-        done: list[int] = []
-        for version in sorted(applied, reverse=True):
-            if version <= target:
-                break
+        versions = sorted((v for v in applied if v > target), reverse=True)
+        for version in versions:  # all checked before anything is reverted
+            if version not in self._by_version:
+                raise StoreError(
+                    f"{self._where}: migration {version} ({applied[version][0]}) is applied "
+                    "but unknown to this version of Tachimeter, which cannot revert it; use "
+                    "the version that applied it"
+                )
+        for version in versions:
             self._revert(self._by_version[version])
-            done.append(version)
-        return done
+        return versions
 
     def _apply(self, migration: Migration) -> bool:
         def body() -> bool:
@@ -290,8 +294,7 @@ class Migrator:
             changed = body()
             self._conn.execute("COMMIT")
         except BaseException as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            _rollback(self._conn)
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(
                     f"{self._where}: cannot {verb} migration {migration.version} "
@@ -299,3 +302,9 @@ class Migrator:
                 ) from exc
             raise
         return changed
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite ends the transaction by itself after some errors (SQLITE_FULL in a commit).
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

@@ -5,7 +5,8 @@ Version 1 is spec 355's SQL verbatim; later changes are new migrations, never ed
 applied ones (the runner records a checksum of ``up`` and refuses a changed one).
 
 Numbers in use: 1 spec 355 schema, 2 analytics columns and indexes (store), 3 time series
-(metrics), 4 missions, 5 alerts.
+(metrics), 4 missions, 5 alerts, 6 spec indexes made redundant by 2's composites dropped
+(store), 7 analytics rollups.
 """
 
 from __future__ import annotations
