@@ -22,6 +22,7 @@ from tachimeter.collect.api import (
     shutdown,
     track,
 )
+from tachimeter.collect.api import set_default_sinks as _set_default_sinks
 from tachimeter.collect.collector import CollectorStatsSnapshot, EventCollector
 from tachimeter.collect.sinks import ConsoleSink, EventSink, JsonlFileSink, MemorySink
 from tachimeter.collect.subscription import Subscription
@@ -79,6 +80,15 @@ from tachimeter.model.prices import (
 )
 from tachimeter.model.tokens import TokenUsage
 from tachimeter.privacy.scrubber import Scrubber, sanitize_event
+
+
+def _default_sinks(config: AnalyticsConfig) -> list[EventSink]:
+    from tachimeter.defaults import default_sinks  # the store loads on first use
+
+    return default_sinks(config)
+
+
+_set_default_sinks(_default_sinks)
 
 if TYPE_CHECKING:
     from tachimeter.metrics import (

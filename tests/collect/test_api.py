@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +13,10 @@ from tachimeter.collect import api
 
 
 @pytest.fixture(autouse=True)
-def no_global() -> Iterator[None]:
+def no_global(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No global collector before or after; a default store, if made, lives in tmp_path."""
     tm.shutdown()
+    monkeypatch.setenv("TACHIMETER_DB", str(tmp_path / "default.db"))
     yield
     tm.shutdown()
 
@@ -50,10 +54,25 @@ def test_reconfigure_flushes_the_previous_collector() -> None:
     assert len(second.events()) == 1
 
 
-def test_track_without_configure_creates_a_default_collector() -> None:
-    tm.track("feature_used")
+def test_track_without_configure_stores_events_in_the_default_store(tmp_path: Path) -> None:
+    tm.track("feature_used", {"feature": "search"}, user_id="u1")
     assert tm.global_collector() is not None
     assert api.init_global_collector() is tm.global_collector()
+    assert tm.flush(timeout=30)
+    rows = sqlite3.connect(tmp_path / "default.db").execute(
+        "SELECT event_name, user_id FROM analytics_events"
+    ).fetchall()
+    assert rows == [("feature_used", "u1")]
+
+
+def test_configure_without_sinks_uses_the_store_with_every_projection(tmp_path: Path) -> None:
+    db = tmp_path / "configured.db"
+    tm.configure(path=db, env={})
+    tm.track("feature_used", {"feature": "search"}, user_id="u1")
+    assert tm.flush(timeout=30)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM analytics_events").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM user_activity").fetchone() == (1,)
 
 
 def test_bad_configuration_fails_at_configure_with_the_key() -> None:
@@ -62,7 +81,7 @@ def test_bad_configuration_fails_at_configure_with_the_key() -> None:
 
 
 def test_track_never_raises_for_telemetry_reasons() -> None:
-    tm.configure(env={})
+    tm.configure(env={}, sinks=[tm.MemorySink()])
     tm.track("Bad Name", {"x": float("nan")})
     tm.track("feature_used", {"x": object()})
     assert tm.flush(timeout=10)

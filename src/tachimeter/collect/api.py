@@ -17,9 +17,10 @@ True
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -44,6 +45,18 @@ __all__ = [
 
 _global: EventCollector | None = None
 _lock = threading.Lock()
+# Sinks of a collector made without explicit ones: set by the package above this layer
+# (tachimeter.defaults: the embedded store), so the collector never imports the store.
+_default_sinks: Callable[[AnalyticsConfig], list[EventSink]] | None = None
+_log = logging.getLogger("tachimeter.collect")
+
+
+def set_default_sinks(factory: Callable[[AnalyticsConfig], list[EventSink]] | None) -> None:
+    """Choose the sinks ``configure()`` and a first ``track()`` use when given none."""
+    global _default_sinks
+    _default_sinks = factory
+
+
 _NORMAL = EventPriority.NORMAL
 
 
@@ -57,6 +70,29 @@ def init_global_collector(
     with _lock:
         if _global is None:
             _global = EventCollector(config, sinks=sinks)
+        return _global
+
+
+def _auto_collector() -> EventCollector:
+    """The collector a first ``track()`` creates: configuration from files and the
+    environment, default sinks. Telemetry must not break the application, so a bad
+    configuration or an unopenable store is logged and the defaults (or no sink) used."""
+    global _global
+    with _lock:
+        if _global is not None:
+            return _global
+        try:
+            config = load_config()
+        except Exception as exc:
+            _log.warning("tachimeter configuration invalid, using defaults: %s", exc)
+            config = AnalyticsConfig.default()
+        sinks: list[EventSink] = []
+        if _default_sinks is not None:
+            try:
+                sinks = _default_sinks(config)
+            except Exception as exc:
+                _log.warning("tachimeter store unavailable, events are not kept: %s", exc)
+        _global = EventCollector(config, sinks=sinks)
         return _global
 
 
@@ -78,7 +114,8 @@ def configure(
     ``path`` is the store path (``storage.path``); ``settings`` are configuration keys
     (``flush_interval=1`` is ``collection.flush_interval``; dotted keys work too), applied
     over ``tachimeter.toml``/``pyproject.toml`` and ``TACHIMETER_*`` variables (or ``env``).
-    A previous global collector is flushed and shut down first.
+    A previous global collector is flushed and shut down first. Without ``sinks``,
+    events go to the default sinks (the embedded SQLite store at ``storage.path``).
     """
     global _global
     if config is None:
@@ -86,7 +123,9 @@ def configure(
         if path is not None:
             overrides["storage.path"] = os.fspath(path)
         config = load_config(env=env, **overrides)
-    collector = EventCollector(config, sinks=sinks or ())
+    if sinks is None:
+        sinks = _default_sinks(config) if _default_sinks is not None else ()
+    collector = EventCollector(config, sinks=sinks)
     with _lock:
         previous, _global = _global, collector
     if previous is not None:
@@ -110,7 +149,7 @@ _SHORT_KEYS = _short_keys()
 
 
 def _collector() -> EventCollector:
-    return _global or init_global_collector()
+    return _global or _auto_collector()
 
 
 def track(
@@ -124,7 +163,7 @@ def track(
     timestamp: dt.datetime | None = None,
 ) -> None:
     """Record an event on the global collector; never blocks, never raises for telemetry."""
-    (_global or _collector()).track(
+    (_global or _auto_collector()).track(
         event,
         properties,
         user_id=user_id,
