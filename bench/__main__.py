@@ -5,7 +5,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["model", "collector", "metrics", "import_time", "store", "anomalies", "server"]
+BENCHMARKS = [
+    "model",
+    "collector",
+    "metrics",
+    "import_time",
+    "store",
+    "queries",
+    "missions",
+    "tsdb",
+    "anomalies",
+    "server",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -46,8 +46,6 @@ from tachimeter.model.data import (
 from tachimeter.model.event_types import Custom, EventPriority, EventType
 from tachimeter.model.events import AnalyticsEvent, CallKind
 from tachimeter.model.rows import event_to_row
-from tachimeter.model.timestamps import format_timestamp
-from tachimeter.store.migrations import all_migrations
 
 __all__ = [
     "DEFAULT_START",
@@ -149,7 +147,8 @@ def generate(
         produced.extend(_session(rng, user, start + dt.timedelta(days=day), end))
     arrivals: list[tuple[str, str, AnalyticsEvent]] = []
     for received, event in produced:
-        text = format_timestamp(received)
+        # isoformat of an aware UTC datetime is the stored form with "+00:00" for "Z".
+        text = received.isoformat(timespec="microseconds")[:26] + "Z"
         arrivals.append((text, str(event.id), event))
     arrivals.sort(key=lambda a: (a[0], a[1]))
     return Dataset(
@@ -415,12 +414,12 @@ _INSERT = (
 
 
 def create_database(path: str | Path) -> sqlite3.Connection:
-    """A new SQLite file with every migration applied (WAL, like the store)."""
+    """A new SQLite file migrated by the store, and a writable connection to it (WAL)."""
+    from tachimeter.store.sqlite import SQLiteStore
+
+    SQLiteStore(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    for migration in all_migrations():
-        conn.executescript(migration.up)
     return conn
 
 

@@ -29,12 +29,15 @@ def compare(
     warmup: int = 2,
     seed: int = 0,
     settle: Mapping[str, Callable[[], object]] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
 ) -> dict[str, dict[str, float]]:
     """ns per operation for each case: median, p25, p75 and min over ``repeats`` rounds.
 
     ``settle[name]``, when given, runs untimed right after each timed run of that case:
     it drains the case's background work (a worker thread's queue) so that work is
     neither charged to this case nor left to steal time from the next one.
+    ``clock=time.thread_time_ns`` measures the calling thread's own CPU time instead of
+    wall time (which also counts waiting for the GIL while background threads work).
     """
     settle = settle or {}
     rng = random.Random(seed)
@@ -49,9 +52,9 @@ def compare(
         rng.shuffle(names)
         for name in names:
             gc.collect()
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             cases[name](n)
-            samples[name].append((time.perf_counter_ns() - t0) / n)
+            samples[name].append((clock() - t0) / n)
             if name in settle:
                 settle[name]()
     out: dict[str, dict[str, float]] = {}

@@ -471,14 +471,14 @@ def run_query_latency(db_path: Path) -> dict[str, Any]:
     """Read latencies over the stored events: owned by the analytics benchmark.
 
     Returns ``{}`` while ``tachimeter.analyze.events`` is not importable; otherwise the
-    analytics benchmark's ``bench.analytics.query_latency(db_path)`` when it exists.
+    analytics benchmark's ``bench.queries.query_latency(db_path)`` when it exists.
     """
     try:
         importlib.import_module("tachimeter.analyze.events")
     except ImportError:
         return {}
     try:
-        analytics = importlib.import_module("bench.analytics")
+        analytics = importlib.import_module("bench.queries")
     except ImportError:
         return {}
     query_latency = getattr(analytics, "query_latency", None)

@@ -93,8 +93,11 @@ def generate(
     scrapes = int(hours * 3600 * 1000 // interval_ms)
     series: list[GeneratedSeries] = []
     for index in range(n_series // SERIES_PER_INSTANCE):
-        series.extend(_instance(rng, f"10.0.{index // 250}.{index % 250}:9100", start_ms,
-                                interval_ms, scrapes))
+        series.extend(
+            _instance(
+                rng, f"10.0.{index // 250}.{index % 250}:9100", start_ms, interval_ms, scrapes
+            )
+        )
     return Dataset(series, start_ms, start_ms + scrapes * interval_ms, interval_ms)
 
 
@@ -130,16 +133,18 @@ def _instance(
             if name == "app_responses_bytes":
                 increments *= 512.0
             yield GeneratedSeries(
-                f"{name}_total", name, "counter", {**base, "route": route}, ts,
+                f"{name}_total",
+                name,
+                "counter",
+                {**base, "route": route},
+                ts,
                 cumulative(increments),
             )
     for name in _GAUGES:
         for key in _GAUGE_KEYS:
             level = rng.uniform(10, 1000)
             walk = level + np.cumsum(rng.normal(0.0, 0.05, n))
-            yield GeneratedSeries(
-                name, name, "gauge", {**base, "key": key}, ts, np.round(walk, 2)
-            )
+            yield GeneratedSeries(name, name, "gauge", {**base, "key": key}, ts, np.round(walk, 2))
     observations = rng.poisson(rng.lognormal(1.5, 0.8) * interval_ms / 1000, n)
     mu = rng.normal(-1.0, 0.4)
     cdf = np.array([_lognormal_cdf(le, mu, 1.0) for le in _BUCKETS])
@@ -148,8 +153,12 @@ def _instance(
     counts = cumulative(np.cumsum(per_bucket, axis=1))
     for column, le in enumerate(_BUCKETS):
         yield GeneratedSeries(
-            "app_request_duration_seconds_bucket", "app_request_duration_seconds",
-            "histogram", {**base, "le": _format_le(le)}, ts, counts[:, column].copy(),
+            "app_request_duration_seconds_bucket",
+            "app_request_duration_seconds",
+            "histogram",
+            {**base, "le": _format_le(le)},
+            ts,
+            counts[:, column].copy(),
         )
     for name in _CONSTANTS:
         changes = rng.random(n) < _CONSTANT_CHANGE_P
@@ -170,33 +179,40 @@ def _format_le(le: float) -> str:
     return "+Inf" if math.isinf(le) else repr(le)
 
 
-def _format_value(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
 def write_openmetrics(data: Dataset, path: Path) -> int:
     """Write ``data`` as OpenMetrics text for ``promtool tsdb create-blocks-from
-    openmetrics`` (families contiguous, samples in time order, ``# EOF``); returns bytes."""
+    openmetrics`` (families contiguous, samples in time order, ``# EOF``); returns bytes.
+
+    Integral values are written as integers, others with ``repr`` (exact); timestamps as
+    seconds with milliseconds. Series of one instance share their timestamp strings.
+    """
     by_family: dict[str, list[GeneratedSeries]] = {}
     for s in data.series:
         by_family.setdefault(s.family, []).append(s)
+    stamps: dict[int, list[str]] = {}
     written = 0
     with path.open("w", encoding="ascii") as out:
         for family, members in by_family.items():
-            kind = members[0].kind
-            header = f"# TYPE {family} {kind}\n"
+            header = f"# TYPE {family} {members[0].kind}\n"
             out.write(header)
             written += len(header)
             for s in members:
+                times = stamps.get(id(s.timestamps_ms))
+                if times is None:
+                    ms = s.timestamps_ms
+                    times = [
+                        f" {a}.{b:03d}\n"
+                        for a, b in zip((ms // 1000).tolist(), (ms % 1000).tolist(), strict=True)
+                    ]
+                    stamps[id(s.timestamps_ms)] = times
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
                 prefix = f"{s.name}{{{labels}}} "
-                seconds = s.timestamps_ms / 1000.0
-                lines = "".join(
-                    f"{prefix}{_format_value(v)} {t:.3f}\n"
-                    for v, t in zip(s.values.tolist(), seconds.tolist(), strict=True)
-                )
+                values = s.values
+                if np.all(values == np.round(values)) and np.abs(values).max() < 1e15:
+                    texts = map(str, values.astype(np.int64).tolist())
+                else:
+                    texts = map(repr, values.tolist())
+                lines = "".join([prefix + v + t for v, t in zip(texts, times, strict=True)])
                 out.write(lines)
                 written += len(lines)
         out.write("# EOF\n")

@@ -59,9 +59,11 @@ def test_track_without_configure_stores_events_in_the_default_store(tmp_path: Pa
     assert tm.global_collector() is not None
     assert api.init_global_collector() is tm.global_collector()
     assert tm.flush(timeout=30)
-    rows = sqlite3.connect(tmp_path / "default.db").execute(
-        "SELECT event_name, user_id FROM analytics_events"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "default.db")
+        .execute("SELECT event_name, user_id FROM analytics_events")
+        .fetchall()
+    )
     assert rows == [("feature_used", "u1")]
 
 

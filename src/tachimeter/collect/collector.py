@@ -87,8 +87,11 @@ _RANK: Final = {p: p.rank for p in EventPriority}
 _MAX_POLICIES: Final = 10_000
 # Records the worker takes per pass: bounds the time between checks for flush requests.
 _WORKER_CHUNK: Final = 2_000
-# Batches waiting for one sink before that sink's new batches are dropped (counted).
+# Batches waiting for one sink; when full the worker waits for room (back-pressure).
 _SINK_INBOX: Final = 64
+# How long the worker waits for room in a full sink inbox before calling the sink stalled
+# and dropping that sink's batches (counted in flush_errors; flush() then fails).
+_SINK_WAIT_SECONDS: Final = 2.0
 # The worker re-checks its clock at least this often, so an injected clock's advance
 # (tests) or a due flush is noticed without a wake-up.
 _POLL_SECONDS: Final = 0.05
@@ -195,6 +198,7 @@ class _SinkRunner:
         "_thread",
         "dropped_since_flush",
         "sink",
+        "stalled",
         "undelivered",
     )
 
@@ -208,21 +212,40 @@ class _SinkRunner:
         # Batches refused since the last flush (inbox full): the next flush must fail, or
         # events this sink never saw would count as acknowledged.
         self.dropped_since_flush = 0
+        # Set when a wait for room timed out with no progress: the sink is stuck, and the
+        # worker stops waiting for it (other sinks must not be held up) until it moves.
+        self.stalled = False
         self._last_log = -_LOG_EVERY_SECONDS
         self._thread = threading.Thread(
             target=self._run, name=f"tachimeter-sink-{sink.name}", daemon=True
         )
         self._thread.start()
 
+    def _batches(self) -> int:
+        return sum(1 for item in self._inbox if isinstance(item, EventBatch))
+
     def submit(self, batch: EventBatch) -> bool:
+        """Queue a batch; when the inbox is full, wait up to _SINK_WAIT_SECONDS for room.
+
+        Waiting passes a slow sink's back-pressure to the collector's queue, whose policy
+        then drops by priority and counts it; a sink that made no progress in a whole
+        wait is stalled and is no longer waited for, so it cannot hold up the others.
+        """
         with self._cond:
-            batches = sum(1 for item in self._inbox if isinstance(item, EventBatch))
-            if batches >= _SINK_INBOX or self._stop:
+            if self._batches() >= _SINK_INBOX and not self.stalled and not self._stop:
+                deadline = time.monotonic() + _SINK_WAIT_SECONDS
+                while self._batches() >= _SINK_INBOX and not self._stop:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.stalled = True
+                        break
+                    self._cond.wait(remaining)
+            if self._batches() >= _SINK_INBOX or self._stop:
                 self.dropped_since_flush += 1
                 return False
             self._inbox.append(batch)
             self.undelivered += len(batch.events)
-            self._cond.notify()
+            self._cond.notify_all()
             return True
 
     def request_flush(self, request: _FlushRequest) -> None:
@@ -280,6 +303,8 @@ class _SinkRunner:
                     self._failed("process a batch", exc)
                 with self._cond:
                     self.undelivered -= len(item.events)
+                    self.stalled = False
+                    self._cond.notify_all()  # a submit may be waiting for room
 
 
 class _SpoolSlot:

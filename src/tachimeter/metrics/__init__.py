@@ -19,6 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tachimeter.metrics.agent import (
+    ERROR_TYPES,
+    LOOP_DURATION_BUCKETS,
+    AgentMetrics,
+    ErrorType,
+    classify_error,
+)
 from tachimeter.metrics.exposition import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
@@ -28,6 +35,7 @@ from tachimeter.metrics.exposition import (
     generate_latest,
 )
 from tachimeter.metrics.family import MetricFamily, MetricKind, Sample
+from tachimeter.metrics.multiprocess import GaugeMode, MultiprocessCollector, MultiprocessWriter
 from tachimeter.metrics.primitives import (
     DEFAULT_BUCKETS,
     DEFAULT_QUANTILES,
@@ -56,6 +64,7 @@ from tachimeter.metrics.registry import (
     timer,
 )
 from tachimeter.metrics.sketch import QuantileSketch
+from tachimeter.metrics.system import SystemMetrics
 
 if TYPE_CHECKING:
     from tachimeter.metrics.http import make_asgi_app, make_wsgi_app, start_http_server
@@ -79,25 +88,34 @@ __all__ = [
     "CONTENT_TYPE_TEXT",
     "DEFAULT_BUCKETS",
     "DEFAULT_QUANTILES",
+    "ERROR_TYPES",
+    "LOOP_DURATION_BUCKETS",
     "OVERFLOW_LABEL_VALUE",
     "REGISTRY",
+    "AgentMetrics",
     "Collector",
     "Counter",
     "CounterChild",
+    "ErrorType",
     "Gauge",
     "GaugeChild",
+    "GaugeMode",
     "Histogram",
     "HistogramChild",
     "Metric",
     "MetricFamily",
     "MetricKind",
+    "MultiprocessCollector",
+    "MultiprocessWriter",
     "QuantileSketch",
     "Registry",
     "Sample",
     "Summary",
     "SummaryChild",
+    "SystemMetrics",
     "Timer",
     "choose_encoder",
+    "classify_error",
     "counter",
     "encode_openmetrics",
     "encode_text",

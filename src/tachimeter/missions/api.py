@@ -1,6 +1,5 @@
 """The Pythonic mission API: ``with tachimeter.mission(...) as m`` and ``@tachimeter.tool``.
 
->>> import tachimeter as tm
 >>> from tachimeter.missions import MissionTracker
 >>> from tachimeter.testing import MemorySink, collector_for_tests
 >>> sink = MemorySink()
@@ -12,7 +11,7 @@
 ...     with mission(backend="anthropic", model="claude-sonnet-4", tags=["docs"],
 ...                  tracker=tracker) as m:
 ...         hits = search("missions")
-...         m.step(success=True)
+...         _ = m.step(success=True)
 ...         cost = m.llm_call(input_tokens=500, output_tokens=300)
 ...     collector.flush()
 True
@@ -33,10 +32,13 @@ unless the collector is in strict mode. Exceptions of user code always propagate
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
+import logging
+import os
+import sys
 import threading
 import time
 import uuid
@@ -45,7 +47,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
-from tachimeter.errors import TachimeterError
+from tachimeter.errors import ConfigError, TachimeterError
 from tachimeter.missions.lifecycle import MissionStatus
 from tachimeter.missions.records import MissionAnalytics, MissionError
 from tachimeter.missions.tracker import MissionTracker
@@ -53,6 +55,7 @@ from tachimeter.model.ids import uuid7
 
 __all__ = ["Mission", "ToolCall", "current_mission", "default_tracker", "mission", "tool"]
 
+_log = logging.getLogger("tachimeter.missions")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -61,7 +64,18 @@ _current: Final[contextvars.ContextVar[Mission | None]] = contextvars.ContextVar
 )
 _perf_ns = time.perf_counter_ns
 # Interrupts end a mission as cancelled, not failed: nobody's agent was at fault.
-_CANCELLING: Final = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+_CANCELLING: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, _CANCELLING):
+        return True
+    # asyncio costs 20-40 ms to import; a program that never imported it cannot raise its
+    # CancelledError, so it is looked up rather than imported.
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
 _S = MissionStatus
 
 
@@ -76,8 +90,10 @@ class Mission:
     Entering starts it (``executing``, or ``planning`` with ``plan=True``); leaving
     normally completes it; an exception fails it with the exception classified
     (:meth:`MissionError.from_exception`) and propagates; cancellation
-    (``asyncio.CancelledError``, ``KeyboardInterrupt``) cancels it. Calling
-    ``complete``/``fail``/``cancel`` inside the block ends it early.
+    (``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) cancels it. Calling
+    ``complete``/``fail``/``cancel`` inside the block ends it early. The handle belongs to
+    the code running the mission; steps recorded from several threads should give their
+    ``index`` (the default, the next index, is not synchronised).
 
     >>> from tachimeter.testing import collector_for_tests
     >>> with collector_for_tests() as collector:
@@ -91,6 +107,7 @@ class Mission:
         "_next_step",
         "_plan",
         "_session_id",
+        "_started",
         "_tags",
         "_token",
         "_tracker",
@@ -121,6 +138,7 @@ class Mission:
         self._user_id = user_id
         self._plan = plan
         self._next_step = 0
+        self._started = False
         self._token: contextvars.Token[Mission | None] | None = None
 
     @property
@@ -146,6 +164,7 @@ class Mission:
                 session_id=self._session_id,
                 user_id=self._user_id,
             )
+            self._started = True
             if self._plan:
                 tracker.plan(self.id)
             else:
@@ -163,10 +182,9 @@ class Mission:
     ) -> None:
         token, self._token = self._token, None
         if token is not None:
-            try:
+            # Exited in another context than it was entered in: nothing there to restore.
+            with contextlib.suppress(ValueError):
                 _current.reset(token)
-            except ValueError:  # exited in another context than entered: nothing to restore
-                pass
         self._end(exc)
 
     async def __aenter__(self) -> Mission:
@@ -181,6 +199,8 @@ class Mission:
         self.__exit__(exc_type, exc, tb)
 
     def _end(self, exc: BaseException | None) -> None:
+        if not self._started:  # refused at the start (a duplicate id): not ours to end
+            return
         tracker = self._tracker
         try:
             if exc is None:
@@ -194,7 +214,7 @@ class Mission:
                     # The block finished its work: whatever phase it last declared, it ran.
                     tracker.mission_started(self.id)
                 tracker.mission_completed(self.id)
-            elif isinstance(exc, _CANCELLING):
+            elif _is_cancellation(exc):
                 if tracker.is_active(self.id):
                     tracker.mission_cancelled(self.id, reason=type(exc).__name__)
             elif tracker.is_active(self.id):
@@ -299,9 +319,7 @@ class Mission:
     ) -> None:
         """Record a tool call that took ``duration_ms`` milliseconds."""
         try:
-            self._tracker.tool_invoked(
-                self.id, name, duration_ms, success, error_code=error_code
-            )
+            self._tracker.tool_invoked(self.id, name, duration_ms, success, error_code=error_code)
         except TachimeterError as exc:
             self._refused(exc)
 
@@ -493,6 +511,15 @@ _default: MissionTracker | None = None
 _default_lock = threading.Lock()
 
 
+def _reset_after_fork() -> None:
+    # Another thread may have held the lock at fork: the child's copy would never be freed.
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def default_tracker() -> MissionTracker:
     """The tracker of the global collector (made on first use, remade after ``configure``).
 
@@ -509,7 +536,13 @@ def default_tracker() -> MissionTracker:
         if _default is None or _default.collector is not collector:
             from tachimeter.metrics import REGISTRY
 
-            _default = MissionTracker(collector, registry=REGISTRY)
+            try:
+                _default = MissionTracker(collector, registry=REGISTRY)
+            except ConfigError as exc:
+                # The application registered its own metric under one of spec 023's
+                # names: missions are still tracked, only those metrics are not recorded.
+                _log.warning("mission metrics not recorded in the default registry: %s", exc)
+                _default = MissionTracker(collector)
         return _default
 
 

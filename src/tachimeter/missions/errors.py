@@ -14,10 +14,8 @@ __all__ = ["CollectionFailed", "MissionNotFound"]
 class MissionNotFound(TachimeterError, LookupError):
     """No active mission has this id (never started, or already finished).
 
-    >>> raise MissionNotFound("m-1")
-    Traceback (most recent call last):
-    ...
-    tachimeter.missions.errors.MissionNotFound: no active mission 'm-1': start it with start_mission() first; a finished mission cannot be changed
+    >>> MissionNotFound("m-1").mission_id
+    'm-1'
     """
 
     def __init__(self, mission_id: str) -> None:
@@ -29,5 +27,9 @@ class MissionNotFound(TachimeterError, LookupError):
 
 
 class CollectionFailed(TachimeterError):
-    """The collector refused a mission event (only in strict mode: the queue was full or
-    the collector shut down); the tracker's own state was updated before the refusal."""
+    """The collector refused a mission event (only in strict mode, when its queue is
+    full); the tracker's own state was updated before the refusal.
+
+    >>> isinstance(CollectionFailed("tool_invoked for mission m-1: queue full"), TachimeterError)
+    True
+    """

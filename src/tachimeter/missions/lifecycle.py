@@ -30,10 +30,11 @@ Any other move raises :class:`~tachimeter.errors.InvalidStateTransition` naming 
 statuses.
 
 >>> check_transition(MissionStatus.CREATED, MissionStatus.EXECUTING)
->>> check_transition(MissionStatus.COMPLETED, MissionStatus.EXECUTING)
-Traceback (most recent call last):
-...
-tachimeter.errors.InvalidStateTransition: invalid mission transition: completed -> executing is not allowed
+>>> try:
+...     check_transition(MissionStatus.COMPLETED, MissionStatus.EXECUTING)
+... except InvalidStateTransition as exc:
+...     print(exc)
+invalid mission transition: completed -> executing is not allowed
 """
 
 from __future__ import annotations

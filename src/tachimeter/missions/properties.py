@@ -14,7 +14,8 @@ event                      extra properties
 mission_created            status ``created``
 mission_started            status ``planning`` or ``executing`` (also re-planning)
 mission_paused             status ``paused``
-mission_resumed            status ``planning`` or ``executing``, ``paused_ms``
+mission_resumed            status ``planning`` or ``executing``, ``paused_ms`` (all pauses
+                           so far)
 retry_attempted            status ``executing``, ``error_code``
 mission_step_completed     ``step_index``, ``success``, ``step_name``, ``duration_ms``
 tool_invoked               ``gen_ai.tool.name``, ``duration_ms``, ``success``,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -54,6 +53,8 @@ from tachimeter.model.timestamps import from_ns
 from tachimeter.model.tokens import TokenUsage
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from tachimeter.analyze.missions import MissionFilter
     from tachimeter.metrics import Registry
 
@@ -93,6 +94,7 @@ class _ActiveMission:
     """Mutable state of one active mission (guarded by the tracker's lock)."""
 
     __slots__ = (
+        "anonymous",
         "backend",
         "cache_creation_tokens",
         "cache_read_tokens",
@@ -136,6 +138,7 @@ class _ActiveMission:
         self.tags = tags  # never mutated: shared by every event of the mission
         self.session_id = session_id
         self.user_id = user_id
+        self.anonymous = session_id is None and user_id is None
         self.status = _S.CREATED
         self.created_ns = now_ns
         self.started_ns = 0
@@ -172,6 +175,7 @@ class _ActiveMission:
     def snapshot(
         self,
         status: MissionStatus,
+        session_id: str | None,
         end_ns: int = 0,
         execution_ms: float | None = None,
         error: MissionError | None = None,
@@ -187,7 +191,7 @@ class _ActiveMission:
             created_at=from_ns(self.created_ns),
             backend=self.backend,
             model=self.model,
-            session_id=self.session_id,
+            session_id=self.session_id or session_id,
             user_id=self.user_id,
             started_at=from_ns(self.started_ns) if self.started_ns else None,
             completed_at=from_ns(end_ns) if end_ns else None,
@@ -293,7 +297,7 @@ class MissionTracker:
     ...     tracker.mission_started(mid)
     ...     tracker.tool_invoked(mid, "search", 120.0, True)
     ...     cost = tracker.tokens_consumed(mid, 500, 300, model="claude-sonnet-4")
-    ...     tracker.mission_completed(mid)
+    ...     record = tracker.mission_completed(mid)
     ...     tracker.get_mission(mid).status, tracker.active_count()
     ...     collector.flush()
     (<MissionStatus.COMPLETED: 'completed'>, 0)
@@ -326,6 +330,9 @@ class MissionTracker:
         self._metrics = None if registry is None else _AgentMetrics(registry)
         self._recent_limit = recent
         self._clock: Callable[[], int] = clock or time.time_ns
+        # With an injected clock every event is stamped by it, so tests see one timeline;
+        # with the real one the collector stamps activity events itself (cheaper).
+        self._injected_clock = clock is not None
         self._lock = threading.Lock()
         self._active: dict[str, _ActiveMission] = {}
         self._recent: OrderedDict[str, MissionAnalytics] = OrderedDict()
@@ -382,6 +389,8 @@ class MissionTracker:
         priority: EventPriority = _ACTIVITY,
         at_ns: int = 0,
     ) -> None:
+        if not at_ns and self._injected_clock:
+            at_ns = self._clock()
         try:
             self._track(
                 kind,
@@ -394,11 +403,18 @@ class MissionTracker:
         except CollectorError as exc:  # strict mode only: a full queue
             raise CollectionFailed(f"{kind.event_name} for mission {m.mission_id}: {exc}") from exc
 
-    def _get(self, mission_id: str | uuid.UUID) -> _ActiveMission:
-        """The active mission (lock held)."""
+    def _get(
+        self, mission_id: str | uuid.UUID, target: MissionStatus | None = None
+    ) -> _ActiveMission:
+        """The active mission (lock held). Moving a recently finished mission to ``target``
+        raises ``InvalidStateTransition`` (naming its final status), anything else on a
+        mission not active ``MissionNotFound``."""
         key = mission_id if type(mission_id) is str else str(mission_id)
         m = self._active.get(key)
         if m is None:
+            finished = self._recent.get(key)
+            if finished is not None and target is not None:
+                raise InvalidStateTransition(finished.status.value, target.value, key)
             raise MissionNotFound(key)
         return m
 
@@ -461,13 +477,15 @@ class MissionTracker:
     def retry(self, mission_id: str | uuid.UUID, error: MissionError | None = None) -> int:
         """Start a new attempt (executing or paused -> executing); returns the retry count."""
         with self._lock:
-            m = self._get(mission_id)
+            m = self._get(mission_id, _S.EXECUTING)
             if m.status is not _S.EXECUTING and m.status is not _S.PAUSED:
                 raise InvalidStateTransition(
-                    m.status.value, "executing (retry needs an executing or paused mission)",
+                    m.status.value,
+                    "executing (retry needs an executing or paused mission)",
                     m.mission_id,
                 )
-            from_status = self._enter(m, _S.EXECUTING)
+            now = self._clock()
+            from_status = self._enter(m, _S.EXECUTING, now)
             m.retry_count += 1
             count = m.retry_count
             props = m.props()
@@ -476,12 +494,11 @@ class MissionTracker:
         if error is not None:
             props[p.ERROR_CODE] = error.code
             props[p.ERROR_MESSAGE] = error.message
-        self._emit(EventType.RETRY_ATTEMPTED, props, m, _LIFECYCLE, self._clock())
+        self._emit(EventType.RETRY_ATTEMPTED, props, m, _LIFECYCLE, now)
         return count
 
-    def _enter(self, m: _ActiveMission, target: MissionStatus) -> MissionStatus:
+    def _enter(self, m: _ActiveMission, target: MissionStatus, now: int) -> MissionStatus:
         """Apply a checked move to a non-terminal status (lock held); returns the old one."""
-        now = self._clock()
         old = m.status
         if old is _S.PAUSED:
             m.paused_total_ns += now - m.paused_ns
@@ -499,24 +516,25 @@ class MissionTracker:
         self, mission_id: str | uuid.UUID, target: MissionStatus | None, kind: EventType
     ) -> None:
         with self._lock:
-            m = self._get(mission_id)
+            m = self._get(mission_id, target or _S.EXECUTING)
             if target is None:  # resume: back to where the pause came from
                 if m.status is not _S.PAUSED or m.paused_from is None:
                     raise InvalidStateTransition(
                         m.status.value, "executing (resume needs a paused mission)", m.mission_id
                     )
                 target = m.paused_from
-                paused_ms = (self._clock() - m.paused_ns) / 1e6
-            else:
-                paused_ms = None
             check_transition(m.status, target, m.mission_id)
-            old = self._enter(m, target)
+            now = self._clock()
+            old = self._enter(m, target, now)
+            # Cumulative, not this pause alone: the store keeps the maximum it has seen,
+            # which is right in any order and when an event is applied twice.
+            paused_ms = m.paused_total_ns / 1e6 if old is _S.PAUSED else None
             props = m.props()
         props[p.STATUS] = target.value
         props[p.FROM_STATUS] = old.value
         if paused_ms is not None:
             props[p.PAUSED_MS] = paused_ms
-        self._emit(kind, props, m, _LIFECYCLE, self._clock())
+        self._emit(kind, props, m, _LIFECYCLE, now)
 
     def mission_completed(self, mission_id: str | uuid.UUID) -> MissionAnalytics:
         """Complete an executing mission; returns its final record."""
@@ -550,7 +568,7 @@ class MissionTracker:
         reason: str | None,
     ) -> MissionAnalytics:
         with self._lock:
-            m = self._get(mission_id)
+            m = self._get(mission_id, status)
             check_transition(m.status, status, m.mission_id)
             now = self._clock()
             from_status = m.status
@@ -558,7 +576,7 @@ class MissionTracker:
                 m.paused_total_ns += now - m.paused_ns
                 m.paused_ns = 0
             execution_ms = (now - m.started_ns) / 1e6 if m.started_ns else None
-            record = m.snapshot(status, now, execution_ms, error)
+            record = m.snapshot(status, self._collector.session_id, now, execution_ms, error)
             del self._active[m.mission_id]
             self._remember(record)
             props = m.props()
@@ -673,12 +691,20 @@ class MissionTracker:
             props[p.ERROR_CODE] = error_code
         if step_index is not None:
             props[p.STEP_INDEX] = step_index
-        try:
-            self._track(
-                EventType.TOOL_INVOKED, props, user_id=m.user_id, session_id=m.session_id
-            )
-        except CollectorError as exc:
-            raise CollectionFailed(f"tool_invoked for mission {m.mission_id}: {exc}") from exc
+        if self._injected_clock:
+            self._emit(EventType.TOOL_INVOKED, props, m)
+        else:
+            # The hot path: the collector stamps the event itself, and keyword arguments
+            # are only built when the mission has a user or session of its own.
+            try:
+                if m.anonymous:
+                    self._track(EventType.TOOL_INVOKED, props)
+                else:
+                    self._track(
+                        EventType.TOOL_INVOKED, props, user_id=m.user_id, session_id=m.session_id
+                    )
+            except CollectorError as exc:
+                raise CollectionFailed(f"tool_invoked for mission {m.mission_id}: {exc}") from exc
         if self._metrics is not None:
             self._metrics.tools.labels(tool_name, "success" if success else "error").inc()
 
@@ -773,7 +799,8 @@ class MissionTracker:
     def active_missions(self) -> list[MissionAnalytics]:
         """Snapshots of the active missions."""
         with self._lock:
-            return [m.snapshot(m.status) for m in self._active.values()]
+            session = self._collector.session_id
+            return [m.snapshot(m.status, session) for m in self._active.values()]
 
     def get_mission(self, mission_id: str | uuid.UUID) -> MissionAnalytics | None:
         """An active or finished mission: memory first, then the store; None if unknown."""
@@ -781,7 +808,7 @@ class MissionTracker:
         with self._lock:
             m = self._active.get(key)
             if m is not None:
-                return m.snapshot(m.status)
+                return m.snapshot(m.status, self._collector.session_id)
             recent = self._recent.get(key)
         if recent is not None:
             return recent
@@ -831,6 +858,8 @@ class MissionTracker:
                 f"no mission store at {str(path)!r}: register a StoreSink with "
                 "MissionProjection() on the collector, or pass MissionTracker(database=...)"
             )
+        import sqlite3  # only for history: programs that only track never load it
+
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             yield conn
@@ -840,7 +869,9 @@ class MissionTracker:
 
 def _check_text(what: str, value: object) -> None:
     if type(value) is not str or not value:
-        raise ValidationError(f"mission {what} must be a non-empty string, got {value!r}", path=what)
+        raise ValidationError(
+            f"mission {what} must be a non-empty string, got {value!r}", path=what
+        )
 
 
 def _check_duration(value: object) -> None:

@@ -42,7 +42,7 @@ import zstandard
 
 from tachimeter.errors import StoreError
 
-__all__ = ["DEFAULT_LEVEL", "ChunkData", "decode_chunk", "encode_chunk", "frame_header"]
+__all__ = ["DEFAULT_LEVEL", "SeriesArrays", "decode_chunk", "encode_chunk", "frame_header"]
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -66,7 +66,7 @@ _MODE_DOD: Final = 1
 _EXACT_LIMIT: Final = float(2**53)
 
 
-class ChunkData(NamedTuple):
+class SeriesArrays(NamedTuple):
     """Decoded samples: series ``i`` is ``timestamps[offsets[i]:offsets[i + 1]]`` (us)."""
 
     series_ids: Int64Array
@@ -77,7 +77,7 @@ class ChunkData(NamedTuple):
 
 def frame_header(blob: bytes) -> tuple[int, int]:
     """``(series, samples)`` of an encoded frame, read from its header only."""
-    magic, version, n_series, _, _, n_int, n_xor, _, _ = _parse_header(blob)
+    _, _, n_series, _, _, n_int, n_xor, _, _ = _parse_header(blob)
     return n_series, n_int + n_xor
 
 
@@ -118,7 +118,7 @@ def encode_chunk(
         series_vector[i] = found
     vec_lengths = np.array([len(p) for p in unique_slices], dtype=np.int64)
     vec_ts = np.concatenate(unique_slices)
-    vec_starts = np.concatenate([[0], np.cumsum(vec_lengths)[:-1]]).astype(np.int64)
+    vec_starts = _starts(vec_lengths)
     ts_first = vec_ts[vec_starts]
     relative = vec_ts - np.repeat(ts_first, vec_lengths)
     ticks = np.gcd.reduceat(relative, vec_starts)
@@ -131,7 +131,7 @@ def encode_chunk(
     is_int = decimals != _XOR
     per_sample_int = np.repeat(is_int, lengths)
     int_lengths = lengths[is_int]
-    int_starts = np.concatenate([[0], np.cumsum(int_lengths)[:-1]]).astype(np.int64)
+    int_starts = _starts(int_lengths)
     scaled = np.round(vals[per_sample_int] * np.repeat(_POW10[decimals[is_int]], int_lengths))
     int_values = scaled.astype(np.int64)
     val_first = np.zeros(n, dtype=np.int64)
@@ -153,7 +153,7 @@ def encode_chunk(
     xor_bits = vals[~per_sample_int].view(np.uint64)
     xor_stream = xor_bits.copy()
     if len(xor_bits):
-        xor_starts = np.concatenate([[0], np.cumsum(xor_lengths)[:-1]]).astype(np.int64)
+        xor_starts = _starts(xor_lengths)
         xor_stream[1:] ^= xor_bits[:-1]
         xor_stream[xor_starts] = 0
         val_first[~is_int] = xor_bits[xor_starts].view(np.int64)
@@ -193,17 +193,16 @@ def encode_chunk(
     return header + zstandard.ZstdCompressor(level=level).compress(payload)
 
 
-def decode_chunk(blob: bytes) -> ChunkData:
+def decode_chunk(blob: bytes) -> SeriesArrays:
     """Decode an ``encode_chunk`` frame; ``StoreError`` if it is not one."""
     _, _, n, m, n_ts, n_int, n_xor, ts_width, int_width = _parse_header(blob)
+    expected = _payload_size(n, m, n_ts, n_int, n_xor, ts_width, int_width)
     try:
         payload = zstandard.ZstdDecompressor().decompress(
-            memoryview(blob)[_HEADER.size :],
-            max_output_size=_payload_size(n, m, n_ts, n_int, n_xor, ts_width, int_width),
+            memoryview(blob)[_HEADER.size :], max_output_size=expected
         )
     except zstandard.ZstdError as exc:
         raise StoreError(f"metric chunk is corrupt: zstd says {exc}") from None
-    expected = _payload_size(n, m, n_ts, n_int, n_xor, ts_width, int_width)
     if len(payload) != expected:
         raise StoreError(
             f"metric chunk is corrupt: payload of {len(payload)} bytes, header says {expected}"
@@ -214,10 +213,10 @@ def decode_chunk(blob: bytes) -> ChunkData:
     vec_lengths = reader.array("<u4", m).astype(np.int64)
     ts_first = reader.array("<i8", m).astype(np.int64)
     ticks = reader.array("<i8", m).astype(np.int64)
-    ts_mode = reader.array("u1", m)
+    ts_mode = reader.array("u1", m).astype(np.uint8)
     ts_bias = reader.array("<i8", m).astype(np.int64)
-    decimals = reader.array("u1", n)
-    val_mode = reader.array("u1", n)
+    decimals = reader.array("u1", n).astype(np.uint8)
+    val_mode = reader.array("u1", n).astype(np.uint8)
     val_bias = reader.array("<i8", n).astype(np.int64)
     val_first = reader.array("<i8", n).astype(np.int64)
     ts_stream = _unshuffle(reader.take(ts_width * n_ts), ts_width, n_ts)
@@ -226,9 +225,10 @@ def decode_chunk(blob: bytes) -> ChunkData:
 
     if m and (vec_lengths.min() < 1 or series_vector.max(initial=0) >= m):
         raise StoreError("metric chunk is corrupt: bad timestamp vector table")
-    vec_starts = np.concatenate([[0], np.cumsum(vec_lengths)[:-1]]).astype(np.int64)
-    vec_ticks = _decode_ints(ts_stream, ts_mode, ts_bias, vec_starts, vec_lengths)
-    vec_ts = np.repeat(ts_first, vec_lengths) + vec_ticks * np.repeat(ticks, vec_lengths)
+    if int(vec_lengths.sum()) != n_ts:
+        raise StoreError("metric chunk is corrupt: timestamp vector lengths do not add up")
+    vec_starts = _starts(vec_lengths)
+    vec_ts = _decode_ints(ts_stream, ts_mode, ts_bias, vec_starts, vec_lengths, ts_first, ticks)
 
     lengths = vec_lengths[series_vector]
     bounds = np.zeros(n + 1, dtype=np.int64)
@@ -236,34 +236,56 @@ def decode_chunk(blob: bytes) -> ChunkData:
     total = int(bounds[-1])
     if total != n_int + n_xor:
         raise StoreError(f"metric chunk is corrupt: {total} timestamps for {n_int + n_xor} values")
-    gather = np.arange(total, dtype=np.int64) + np.repeat(
-        vec_starts[series_vector] - bounds[:-1], lengths
-    )
-    timestamps = vec_ts[gather]
+    if m == n and (series_vector == np.arange(n)).all():
+        timestamps = vec_ts
+    else:
+        gather = np.arange(total, dtype=np.int64)
+        gather += np.repeat(vec_starts[series_vector] - bounds[:-1], lengths)
+        timestamps = vec_ts[gather]
 
-    values = np.empty(total, dtype=np.float64)
     is_int = decimals != _XOR
-    per_sample_int = np.repeat(is_int, lengths)
+    if (decimals[is_int] > _MAX_DECIMALS).any():
+        raise StoreError("metric chunk is corrupt: bad decimals")
+    int_values: Float64Array | None = None
     if n_int:
         int_lengths = lengths[is_int]
-        int_starts = np.concatenate([[0], np.cumsum(int_lengths)[:-1]]).astype(np.int64)
         ints = _decode_ints(
-            int_stream, val_mode[is_int], val_bias[is_int], int_starts, int_lengths
-        ) + np.repeat(val_first[is_int], int_lengths)
-        if decimals[is_int].max() > _MAX_DECIMALS:
-            raise StoreError("metric chunk is corrupt: bad decimals")
-        values[per_sample_int] = ints.astype(np.float64) / np.repeat(
-            _POW10[decimals[is_int]], int_lengths
+            int_stream,
+            val_mode[is_int],
+            val_bias[is_int],
+            _starts(int_lengths),
+            int_lengths,
+            val_first[is_int],
+            None,
         )
+        int_values = ints.astype(np.float64)
+        used = decimals[is_int]
+        if used.min() == used.max():
+            if used[0]:
+                int_values /= _POW10[used[0]]
+        else:
+            int_values /= np.repeat(_POW10[used], int_lengths)
+    xor_values: Float64Array | None = None
     if n_xor:
         xor_lengths = lengths[~is_int]
-        xor_starts = np.concatenate([[0], np.cumsum(xor_lengths)[:-1]]).astype(np.int64)
+        xor_starts = _starts(xor_lengths)
         running = np.bitwise_xor.accumulate(xor_stream)
         # Each series' stream starts at 0, so the running XOR at its start is what the
         # series before it left behind: XOR it away, then apply the series' first value.
         base = running[xor_starts] ^ val_first[~is_int].view(np.uint64)
-        values[~per_sample_int] = (running ^ np.repeat(base, xor_lengths)).view(np.float64)
-    return ChunkData(ids, bounds, timestamps, values)
+        running ^= np.repeat(base, xor_lengths)
+        xor_values = running.view(np.float64)
+    if xor_values is None:
+        assert int_values is not None
+        values = int_values
+    elif int_values is None:
+        values = xor_values
+    else:
+        values = np.empty(total, dtype=np.float64)
+        per_sample_int = np.repeat(is_int, lengths)
+        values[per_sample_int] = int_values
+        values[~per_sample_int] = xor_values
+    return SeriesArrays(ids, bounds, timestamps, values)
 
 
 def _check_input(ids: Int64Array, bounds: Int64Array, ts: Int64Array, vals: Float64Array) -> None:
@@ -296,19 +318,26 @@ def _choose_decimals(
 ) -> npt.NDArray[np.uint8]:
     """Per series the fewest decimals that store it exactly as integers, or ``_XOR``."""
     chosen = np.full(len(starts), _XOR, dtype=np.uint8)
-    negative_zero = (vals == 0.0) & np.signbit(vals)
-    pending = np.ones(len(starts), dtype=bool)
+    candidates = np.arange(len(starts))
+    sub_lengths = lengths
+    sub_starts = starts
+    # -0.0 would come back as +0.0 from an integer: such series are XOR-coded.
+    sub_vals = np.where((vals == 0.0) & np.signbit(vals), np.nan, vals)
     for d in range(_MAX_DECIMALS + 1):
-        scaled = np.round(vals * _POW10[d])
-        with np.errstate(invalid="ignore"):
-            exact = (scaled / _POW10[d] == vals) & (np.abs(scaled) <= _EXACT_LIMIT)
-        exact &= ~negative_zero
-        ok = np.add.reduceat(exact.astype(np.int64), starts) == lengths
-        newly = ok & pending
-        chosen[newly] = d
-        pending &= ~ok
-        if not pending.any():
+        # inf * 10**d and NaN are expected here: they fail the exactness test below.
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.round(sub_vals * _POW10[d])
+            exact = (scaled / _POW10[d] == sub_vals) & (np.abs(scaled) <= _EXACT_LIMIT)
+        ok = np.add.reduceat(exact.astype(np.int64), sub_starts) == sub_lengths
+        chosen[candidates[ok]] = d
+        if ok.all():
             break
+        # Only the series still undecided are tried with more decimals.
+        keep = ~ok
+        sub_vals = sub_vals[np.repeat(keep, sub_lengths)]
+        candidates = candidates[keep]
+        sub_lengths = sub_lengths[keep]
+        sub_starts = _starts(sub_lengths)
     return chosen
 
 
@@ -351,21 +380,33 @@ def _decode_ints(
     bias: Int64Array,
     starts: Int64Array,
     lengths: Int64Array,
+    first: Int64Array,
+    scale: Int64Array | None,
 ) -> Int64Array:
-    """Inverse of ``_encode_ints``: the sequences (each starting at 0), concatenated."""
+    """Inverse of ``_encode_ints``, then ``first + scale * sequence`` per sequence."""
     if len(stream) == 0:
         return np.zeros(0, dtype=np.int64)
     if (mode > _MODE_DOD).any():
         raise StoreError("metric chunk is corrupt: unknown integer coding mode")
     y = _unzigzag(stream)
-    first = np.zeros(len(y), dtype=bool)
-    first[starts] = True
-    is_dod = np.repeat(mode == _MODE_DOD, lengths)
-    delta = y + np.repeat(bias, lengths)
-    delta[first] = 0
-    if is_dod.any():
-        delta = np.where(is_dod, _segmented_cumsum(y, starts, lengths), delta)
-    return _segmented_cumsum(delta, starts, lengths)
+    is_dod = mode == _MODE_DOD
+    if is_dod.all():
+        delta = _segmented_cumsum(y, starts)
+    else:
+        delta = y.copy() if is_dod.any() else y
+        if bias.any():
+            delta += np.repeat(bias, lengths)
+        if is_dod.any():
+            delta = np.where(np.repeat(is_dod, lengths), _segmented_cumsum(y, starts), delta)
+    if scale is not None:
+        if scale.min() == scale.max():
+            if scale[0] != 1:
+                delta *= scale[0]
+        else:
+            delta *= np.repeat(scale, lengths)
+    # The first element of every sequence is 0: put the sequence's start value there.
+    delta[starts] = first
+    return _segmented_cumsum(delta, starts)
 
 
 def _segment_medians(
@@ -387,11 +428,23 @@ def _segment_medians(
     return medians
 
 
-def _segmented_cumsum(x: Int64Array, starts: Int64Array, lengths: Int64Array) -> Int64Array:
-    """Cumulative sums restarting at every segment start (int64 wraps, so it is exact)."""
-    total = np.cumsum(x)
-    before = total[starts] - x[starts]
-    return total - np.repeat(before, lengths)
+def _segmented_cumsum(x: Int64Array, starts: Int64Array) -> Int64Array:
+    """Cumulative sums restarting at every segment start, in place over ``x``.
+
+    Subtracting from each segment's first element the sum of the segment before it makes
+    one global ``cumsum`` restart there (by induction it ends every segment at that
+    segment's own sum); int64 arithmetic wraps, so it is exact.
+    """
+    if len(starts) > 1:
+        sums = np.add.reduceat(x, starts)
+        x[starts[1:]] -= sums[:-1]
+    return np.cumsum(x, out=x)
+
+
+def _starts(lengths: Int64Array) -> Int64Array:
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
 
 
 def _zigzag(x: Int64Array) -> _U64:
@@ -399,7 +452,13 @@ def _zigzag(x: Int64Array) -> _U64:
 
 
 def _unzigzag(z: _U64) -> Int64Array:
-    return ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
+    half = (z >> np.uint64(1)).view(np.int64)
+    sign = (z & np.uint64(1)).view(np.int64)
+    # In place on a named array: numpy's temporary elision check on the negation of a
+    # view of a temporary costs about a millisecond per call (it inspects the C stack).
+    np.negative(sign, out=sign)
+    half ^= sign
+    return half
 
 
 def _shuffle(stream: _U64, width: int | None = None) -> tuple[int, bytes]:
@@ -410,7 +469,7 @@ def _shuffle(stream: _U64, width: int | None = None) -> tuple[int, bytes]:
     if width == 0 or len(stream) == 0:
         return width, b""
     as_bytes = stream.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
-    return width, as_bytes[:, :width].T.tobytes()
+    return width, b"".join(as_bytes[:, k].tobytes() for k in range(width))
 
 
 def _unshuffle(planes: bytes, width: int, count: int) -> _U64:
@@ -418,7 +477,10 @@ def _unshuffle(planes: bytes, width: int, count: int) -> _U64:
         raise StoreError(f"metric chunk is corrupt: integer width {width} > 8")
     out = np.zeros((count, 8), dtype=np.uint8)
     if width and count:
-        out[:, :width] = np.frombuffer(planes, dtype=np.uint8).reshape(width, count).T
+        source = np.frombuffer(planes, dtype=np.uint8).reshape(width, count)
+        # Plane by plane: numpy copies one strided column much faster than a transpose.
+        for k in range(width):
+            out[:, k] = source[k]
     return out.view("<u8").reshape(count).astype(np.uint64, copy=False)
 
 
@@ -439,7 +501,7 @@ def _parse_header(blob: bytes) -> tuple[bytes, int, int, int, int, int, int, int
             f"metric chunk has format version {fields[1]}; this version of Tachimeter "
             f"reads version {_VERSION}: upgrade Tachimeter to read this store"
         )
-    return fields  # type: ignore[no-any-return]
+    return fields
 
 
 class _Reader:

@@ -4,8 +4,13 @@ Documented in docs/missions.md. ``missions`` has one row per mission (an integer
 ``mission_key`` that the child tables reference, and the text ``mission_id``); the child
 tables hold one row per event, keyed by ``(mission_key, seq)`` (``seq`` numbers a
 mission's events in the order the tracker recorded them), which makes a replayed event
-a no-op. ``missions``' counters and totals are recomputed from the child tables for
-every mission a batch touches, so they always equal a recomputation from the events.
+a no-op. ``mission_tool_usage`` is spec 414's per-mission ``ToolUsage``, keyed by tool
+first so that per-tool totals read one index range instead of every tool call.
+``missions``' counters and ``mission_tool_usage`` are recomputed from the child tables
+for every mission a batch touches, so they always equal a recomputation from the events.
+``idx_missions_stats`` covers the aggregate of ``calculate_metrics`` in group order, so it
+needs neither the table nor a sort; ``idx_mission_tool_usage_mission`` covers the per-tool
+totals of a filtered set of missions.
 
 Times are fixed-width UTC text like ``analytics_events.timestamp``; durations are
 milliseconds (REAL: tool calls are often shorter than one); money is USD (REAL).
@@ -62,6 +67,8 @@ CREATE INDEX IF NOT EXISTS idx_missions_backend ON missions(backend, created_at)
 CREATE INDEX IF NOT EXISTS idx_missions_model ON missions(model, created_at);
 CREATE INDEX IF NOT EXISTS idx_missions_active ON missions(last_event_at)
     WHERE status IN ('created', 'planning', 'executing', 'paused');
+CREATE INDEX IF NOT EXISTS idx_missions_stats ON missions(status, backend, model,
+    execution_time_ms, step_count, total_tokens, total_cost, unpriced_llm_calls);
 
 CREATE TABLE IF NOT EXISTS mission_tags (
     tag TEXT NOT NULL,
@@ -91,7 +98,17 @@ CREATE TABLE IF NOT EXISTS mission_tool_calls (
     called_at TEXT NOT NULL,
     PRIMARY KEY (mission_key, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_mission_tool_calls_tool ON mission_tool_calls(tool_name);
+
+CREATE TABLE IF NOT EXISTS mission_tool_usage (
+    tool_name TEXT NOT NULL,
+    mission_key INTEGER NOT NULL,
+    invocations INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    total_ms REAL NOT NULL,
+    PRIMARY KEY (tool_name, mission_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_mission_tool_usage_mission ON mission_tool_usage(mission_key,
+    tool_name, invocations, failures, total_ms);
 
 CREATE TABLE IF NOT EXISTS mission_llm_calls (
     mission_key INTEGER NOT NULL,
@@ -115,10 +132,12 @@ CREATE INDEX IF NOT EXISTS idx_mission_llm_calls_model ON mission_llm_calls(mode
 DOWN = """
 DROP INDEX IF EXISTS idx_mission_llm_calls_model;
 DROP TABLE IF EXISTS mission_llm_calls;
-DROP INDEX IF EXISTS idx_mission_tool_calls_tool;
+DROP INDEX IF EXISTS idx_mission_tool_usage_mission;
+DROP TABLE IF EXISTS mission_tool_usage;
 DROP TABLE IF EXISTS mission_tool_calls;
 DROP TABLE IF EXISTS mission_steps;
 DROP TABLE IF EXISTS mission_tags;
+DROP INDEX IF EXISTS idx_missions_stats;
 DROP INDEX IF EXISTS idx_missions_active;
 DROP INDEX IF EXISTS idx_missions_model;
 DROP INDEX IF EXISTS idx_missions_backend;
