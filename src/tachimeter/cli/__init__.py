@@ -69,9 +69,13 @@ def main() -> None:
 
 # Commands defined in their own modules (cheap to import: their work is imported lazily).
 from tachimeter.cli.alerts import app as _alerts  # noqa: E402
+from tachimeter.cli.maintenance import rebuild as _rebuild  # noqa: E402
+from tachimeter.cli.maintenance import retention_app as _retention  # noqa: E402
 from tachimeter.cli.migrate import app as _migrate  # noqa: E402
 from tachimeter.cli.serve import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve)
 app.add_typer(_alerts, name="alerts")
 app.add_typer(_migrate, name="migrate")
+app.add_typer(_retention, name="retention")
+app.command("rebuild")(_rebuild)

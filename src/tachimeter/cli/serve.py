@@ -36,6 +36,10 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")
     ] = "info",
+    alert_rules: Annotated[
+        str | None,
+        typer.Option(help="Alert rule file (TOML, docs/alerts.md) to evaluate while serving."),
+    ] = None,
 ) -> None:
     """Serve ingest, queries, the live stream, /metrics and the dashboard.
 
@@ -55,6 +59,7 @@ def serve(
         host=host,
         port=port,
         cors_origins=list(cors_origin) if cors_origin else None,
+        alert_rules=alert_rules,
     )
     run_server(
         store_path=db if db is not None else analytics.storage.path,

@@ -395,6 +395,22 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
         msgspec.structs.force_setattr(self, "days", {**DEFAULT_RETENTION_DAYS, **self.days})
 
 
+class MissionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Mission bookkeeping.
+
+    >>> MissionSettings().abandon_after_seconds
+    3600.0
+    """
+
+    # A mission with no event for this long, found active when a store opens, was left by
+    # a process that died: it is marked abandoned. An hour outlasts any single agent step
+    # (long LLM calls, slow tools) while keeping the active-missions figure honest.
+    abandon_after_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _check_seconds("missions", self, ("abandon_after_seconds",))
+
+
 class PriceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-model price overrides in USD per million tokens, on top of the bundled snapshot.
 
@@ -458,6 +474,7 @@ class AnalyticsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     validation: ValidationLimits = msgspec.field(default_factory=ValidationLimits)
     prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
+    missions: MissionSettings = msgspec.field(default_factory=MissionSettings)
     # The `[server]` table of `tachimeter serve` (listen address, API keys, limits). The
     # server layer owns and validates it (tachimeter.server.settings); it is accepted
     # here so that one file configures everything.

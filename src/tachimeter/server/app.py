@@ -148,9 +148,12 @@ def create_app(
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())
         refresher = asyncio.create_task(_refresh_dashboard(state))
+        alerting = _start_alerts(settings.alert_rules, opened)
         try:
             yield
         finally:
+            if alerting is not None:
+                await asyncio.to_thread(alerting.close, settings.shutdown_timeout)
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
@@ -202,6 +205,26 @@ def _litestar_state(state: ServerState) -> Any:
 # While events arrive, dashboard_metrics is refreshed this often at most (each refresh
 # scans today's and yesterday's events through the timestamp index).
 _BUSY_REFRESH_SECONDS: Final = 5.0
+
+
+def _start_alerts(rules_path: str | None, store: Any) -> Any:
+    """An AlertManager evaluating ``rules_path`` on its own thread (reads never block
+    ingest: they use the store's read connections), or None without a rule file."""
+    if rules_path is None:
+        return None
+    from tachimeter.alerts import AlertManager, load_rules
+
+    loaded = load_rules(rules_path, source=store)
+    manager = AlertManager(
+        loaded.rules,
+        loaded.channels,
+        store=store,
+        interval=loaded.interval,
+        external_url=loaded.external_url,
+    )
+    manager.start()
+    _log.info("evaluating %d alert rules from %s", len(loaded.rules), rules_path)
+    return manager
 
 
 async def _refresh_dashboard(state: ServerState) -> None:

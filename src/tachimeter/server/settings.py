@@ -150,6 +150,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     partial_batches: bool = False
     # Seconds between refreshes of dashboard_metrics (today vs yesterday) by the server.
     dashboard_refresh_seconds: float = 60.0
+    # An alert rule file (TOML, see docs/alerts.md): the server evaluates its rules on
+    # their interval (15 s by default) against this store, and notifies their channels.
+    alert_rules: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
