@@ -52,8 +52,11 @@ test: lint unit
 bench: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m bench
 
+# Fills .demo/analytics.db with 30 days of agent data, then serves the dashboard on
+# http://127.0.0.1:8717 until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/tachimeter demo
+	rm -rf .demo
+	$(BIN)/tachimeter demo --events 20000 --store .demo/analytics.db --serve
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

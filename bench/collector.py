@@ -168,11 +168,24 @@ def throughput(sink_kind: str, threads: int, total: int) -> dict[str, float]:
     }
 
 
+class _SlowDiscardSink:
+    """A sink slower than the producers that keeps nothing: the queue must overflow."""
+
+    name = "slow-discard"
+
+    def process(self, batch: Any) -> None:
+        time.sleep(0.01)
+
+    def flush(self) -> None:
+        pass
+
+
 def overload_rss(total: int = 500_000) -> dict[str, float]:
-    """10x more events than the queue holds, as fast as 4 threads go: memory stays flat."""
+    """10x more events than the queue holds into a sink slower than the producers:
+    the queue stays bounded, drops are counted, and memory stays flat."""
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     collector = EventCollector(
-        config(**{"collection.queue_capacity": 10_000}), sinks=[MemorySink()],
+        config(**{"collection.queue_capacity": 10_000}), sinks=[_SlowDiscardSink()],
         register_atexit=False,
     )  # fmt: skip
     samples: list[int] = []

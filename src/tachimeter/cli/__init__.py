@@ -46,14 +46,43 @@ def demo(
         str | None,
         typer.Option(help="Also write the sanitized events as JSON lines to this file."),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Also fill this SQLite store with 30 days of events and missions."),
+    ] = None,
+    missions: Annotated[int, typer.Option(help="Missions to track into --store.")] = 400,
+    serve: Annotated[
+        bool, typer.Option(help="Then serve the dashboard over --store (until Ctrl-C).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8717,
 ) -> None:
-    """Generate realistic agent events, validate, scrub and encode them, and summarize.
+    """Generate realistic agent events, validate, scrub and encode them, and summarize;
+    with --store, fill a store with 30 days of them plus tracked missions; with --serve,
+    open the dashboard on it.
 
     Example: tachimeter demo --events 20000 --out /tmp/events.jsonl
+
+    Example: tachimeter demo --store .demo/analytics.db --serve
     """
-    from tachimeter.cli.demo import run_demo
+    from tachimeter.cli.demo import run_demo, seed_store
 
     run_demo(events=events, seed=seed, out=out)
+    if store is not None:
+        import os
+
+        os.makedirs(os.path.dirname(os.path.abspath(store)), exist_ok=True)
+        seed_store(store, events=events, missions=missions, seed=seed)
+        typer.echo(f"store filled: {store}")
+        if serve:
+            from tachimeter.config.sources import load_config
+            from tachimeter.server.runner import run_server
+            from tachimeter.server.settings import load_server_settings
+
+            run_server(
+                store_path=store,
+                settings=load_server_settings(port=port),
+                config=load_config(storage={"path": store}),
+            )
 
 
 def main() -> None:

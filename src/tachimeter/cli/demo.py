@@ -149,3 +149,64 @@ def run_demo(*, events: int, seed: int, out: str | None) -> None:
         console.print("[bold]a scrubbed error message:[/bold]", example.data.message)
     if out is not None:
         console.print(f"events written to {out}")
+
+
+def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 30) -> None:
+    """Fill the store at ``path`` with ``days`` of product events and tracked missions.
+
+    Events follow a daily rhythm (busier in working hours); missions run on two backends
+    and four models with planted effects the analyses find: ``gpt-4o-mini`` fails more
+    often, ``openai`` is slower, and ``edit_file`` -> ``shell`` -> ``revert`` precedes
+    failure.
+    """
+    import datetime as dt
+
+    from rich.progress import track as progress
+
+    from tachimeter.defaults import default_sinks
+    from tachimeter.missions import MissionError, MissionTracker
+
+    rng = random.Random(seed)
+    settings: dict[str, Any] = {"storage.path": path, "collection.queue_capacity": 50_000}
+    config = load_config(env={}, **settings)
+    collector = EventCollector(config, sinks=default_sinks(config), register_atexit=False)
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(days=days)
+    generated = generate_agent_events(events, seed)
+    span = (now - start).total_seconds()
+    for i, (kind, kwargs) in enumerate(progress(generated, description="product events")):
+        offset = span * i / len(generated)
+        hour = (start + dt.timedelta(seconds=offset)).hour
+        if hour < 7 and rng.random() < 0.6:  # quieter nights
+            offset += 8 * 3600 * rng.random()
+        when = min(now, start + dt.timedelta(seconds=offset))
+        collector.track(kind, timestamp=when, **kwargs)
+    tracker = MissionTracker(collector)
+    for _ in progress(range(missions), description="missions"):
+        backend = rng.choice(list(BACKENDS))
+        model = rng.choice(BACKENDS[backend])
+        mission_id = tracker.start_mission(None, backend, model, tags=[rng.choice(FEATURES)])
+        tracker.mission_started(mission_id)
+        doomed = rng.random() < (0.45 if model == "gpt-4o-mini" else 0.15)
+        tools = [rng.choice(TOOLS) for _ in range(rng.randint(2, 7))]
+        if doomed and rng.random() < 0.5:
+            tools += ["edit_file", "shell", "revert"]
+        slow = 2.5 if backend == "openai" else 1.0
+        for step, tool in enumerate(tools):
+            tracker.tool_invoked(
+                mission_id, tool, rng.lognormvariate(5, 0.7) * slow, success=rng.random() > 0.05
+            )
+            tracker.tokens_consumed(
+                mission_id,
+                input_tokens=int(rng.lognormvariate(7, 0.6)),
+                output_tokens=int(rng.lognormvariate(5.5, 0.6)),
+                model=model,
+            )
+            tracker.step_completed(mission_id, step, True, duration_ms=rng.lognormvariate(7, 0.5))
+        if doomed:
+            code = rng.choice(["TOOL_ERROR", "TIMEOUT", "RATE_LIMITED"])
+            tracker.mission_failed(mission_id, MissionError(code=code, message=f"{code} in step"))
+        else:
+            tracker.mission_completed(mission_id)
+    collector.flush(timeout=300)
+    collector.shutdown(timeout=30)
