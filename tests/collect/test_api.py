@@ -93,3 +93,16 @@ def test_track_never_raises_for_telemetry_reasons() -> None:
 
 def test_flush_and_shutdown_without_a_collector_are_true() -> None:
     assert tm.flush() and tm.shutdown()
+
+
+def test_the_global_collectors_statistics_are_exposed_as_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tm.configure(env={}, sinks=[tm.MemorySink()], flush_interval=3600)
+    for _ in range(3):
+        tm.track("feature_used")
+    assert tm.flush(timeout=10)
+    families = {f.name: f for f in text_string_to_metric_families(tm.generate_latest().decode())}
+    received = families["tachimeter_collector_events_received"]
+    assert [s.value for s in received.samples] == [3.0]
+    assert "tachimeter_collector_queue_depth" in families

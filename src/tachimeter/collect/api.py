@@ -70,6 +70,7 @@ def init_global_collector(
     with _lock:
         if _global is None:
             _global = EventCollector(config, sinks=sinks)
+        _expose_metrics()
         return _global
 
 
@@ -93,7 +94,14 @@ def _auto_collector() -> EventCollector:
             except Exception as exc:
                 _log.warning("tachimeter store unavailable, events are not kept: %s", exc)
         _global = EventCollector(config, sinks=sinks)
+        _expose_metrics()
         return _global
+
+
+def _expose_metrics() -> None:
+    from tachimeter.collect.metrics import register_global_collector_metrics
+
+    register_global_collector_metrics()
 
 
 def global_collector() -> EventCollector | None:
@@ -128,6 +136,7 @@ def configure(
     collector = EventCollector(config, sinks=sinks)
     with _lock:
         previous, _global = _global, collector
+    _expose_metrics()
     if previous is not None:
         previous.shutdown(timeout=config.collection.shutdown_timeout)
     return collector

@@ -12,91 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from tachimeter.collect.collector import CollectorStatsSnapshot
-from tachimeter.metrics.family import MetricFamily, Sample
+from tachimeter.metrics.family import MetricFamily
 from tachimeter.metrics.registry import Registry
 
 __all__ = ["ServerInstruments", "collector_families"]
 
-# Request durations: an ingest commit takes milliseconds, a cold query up to seconds.
-_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-# (field of CollectorStatsSnapshot, counter family name, help)
-_COUNTERS: Final = (
-    ("events_received", "tachimeter_collector_events_received", "Events given to the collector"),
-    (
-        "events_processed",
-        "tachimeter_collector_events_processed",
-        "Events handed to the sinks in batches",
-    ),
-    (
-        "events_sampled_out",
-        "tachimeter_collector_events_sampled_out",
-        "Events not kept by sampling",
-    ),
-    (
-        "events_filtered",
-        "tachimeter_collector_events_filtered",
-        "Events the configuration said not to collect",
-    ),
-    (
-        "events_dead_lettered",
-        "tachimeter_collector_events_dead_lettered",
-        "Events that failed validation",
-    ),
+from tachimeter.collect.metrics import (
+    collector_families,
+)
+from tachimeter.collect.metrics import (
+    global_collector_families as _global_collector_families,
 )
 
-
-def collector_families(stats: CollectorStatsSnapshot) -> list[MetricFamily]:
-    """The ``tachimeter_collector_*`` families of one stats snapshot.
-
-    >>> from tachimeter.testing import collector_for_tests
-    >>> with collector_for_tests() as collector:
-    ...     names = [f.name for f in collector_families(collector.stats())]
-    >>> names[:2]
-    ['tachimeter_collector_events_received', 'tachimeter_collector_events_processed']
-    """
-    families = [
-        MetricFamily(
-            name=name,
-            kind="counter",
-            documentation=help_text,
-            samples=(Sample(f"{name}_total", (), float(getattr(stats, field))),),
-        )
-        for field, name, help_text in _COUNTERS
-    ]
-    reasons = dict(stats.dropped_by_reason)
-    if not reasons and stats.events_dropped:
-        reasons["unknown"] = stats.events_dropped
-    families.append(
-        MetricFamily(
-            name="tachimeter_collector_events_dropped",
-            kind="counter",
-            documentation="Events dropped, by reason",
-            samples=tuple(
-                Sample("tachimeter_collector_events_dropped_total", (("reason", r),), float(n))
-                for r, n in sorted(reasons.items())
-            ),
-        )
-    )
-    families.append(
-        MetricFamily(
-            name="tachimeter_collector_queue_depth",
-            kind="gauge",
-            documentation="Events accepted and not yet delivered to every sink",
-            samples=(Sample("tachimeter_collector_queue_depth", (), float(stats.events_pending)),),
-        )
-    )
-    return families
-
-
-def _global_collector_families() -> Iterable[MetricFamily]:
-    from tachimeter.collect.api import global_collector
-
-    collector = global_collector()
-    if collector is None:
-        return []
-    return collector_families(collector.stats())
+# Request durations: an ingest commit takes milliseconds, a cold query up to seconds.
+_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class ServerInstruments:
