@@ -106,3 +106,6 @@ def test_the_global_collectors_statistics_are_exposed_as_metrics() -> None:
     received = families["tachimeter_collector_events_received"]
     assert [s.value for s in received.samples] == [3.0]
     assert "tachimeter_collector_queue_depth" in families
+    flush = families["tachimeter_collector_flush_duration_seconds"]
+    counts = [s.value for s in flush.samples if s.name.endswith("_count")]
+    assert counts and counts[0] >= 1

@@ -147,6 +147,8 @@ class CollectorStatsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     subscribers_missed: int
     queue_high_water: int
     undelivered_by_sink: dict[str, int]
+    flushes: int = 0
+    flush_seconds_total: float = 0.0
 
     def balanced(self) -> bool:
         """True when received == processed + sampled_out + filtered + dropped + dead + pending."""
@@ -480,6 +482,8 @@ class EventCollector:
         self._replayed = 0
         self._dropped = 0
         self._dropped_by: dict[tuple[str, str], int] = {}
+        self._flushes = 0
+        self._flush_seconds = 0.0
 
     def _after_fork_in_child(self) -> None:
         """The child gets an empty queue, a new lock and new threads, not the parent's."""
@@ -1008,8 +1012,11 @@ class EventCollector:
             self._ensure_started()
             self._flush_requests.append(request)
         self._wakeup.set()
+        started = time.perf_counter()
         finished = request.done.wait(timeout)
         with self._lock:
+            self._flushes += 1
+            self._flush_seconds += time.perf_counter() - started
             parked = len(self._retry_inbox) + self._retry.pending
         return finished and not request.failures and parked == 0
 
@@ -1156,6 +1163,8 @@ class EventCollector:
                 ),
                 subscribers_missed=sum(s.missed for s in self._subscriptions),
                 queue_high_water=self._high_water,
+                flushes=self._flushes,
+                flush_seconds_total=self._flush_seconds,
                 undelivered_by_sink={
                     name: runner.undelivered for name, runner in self._runners.items()
                 },

@@ -81,6 +81,23 @@ def collector_families(stats: CollectorStatsSnapshot) -> list[MetricFamily]:
             samples=(Sample("tachimeter_collector_queue_depth", (), float(stats.events_pending)),),
         )
     )
+    families.append(
+        MetricFamily(
+            name="tachimeter_collector_flush_duration_seconds",
+            kind="summary",
+            documentation="Time flush() took, from the call to every sink's acknowledgement",
+            samples=(
+                Sample(
+                    "tachimeter_collector_flush_duration_seconds_count", (), float(stats.flushes)
+                ),
+                Sample(
+                    "tachimeter_collector_flush_duration_seconds_sum",
+                    (),
+                    stats.flush_seconds_total,
+                ),
+            ),
+        )
+    )
     return families
 
 
