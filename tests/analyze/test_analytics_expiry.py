@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 import pytest
-from conftest import at, make_event
+from analytics_fixtures import at, make_event
 
 from tachimeter.analyze import FunnelDefinition, FunnelStep, run_retention
 from tachimeter.config.settings import AnalyticsConfig, RetentionSettings

@@ -10,8 +10,8 @@ from typing import Any
 
 import analytics_reference as ref
 import pytest
+from analytics_fixtures import MISSIONS, SEEDED_FUNNELS, Seeded, at, make_event
 from bench.datagen import row_of
-from conftest import MISSIONS, SEEDED_FUNNELS, Seeded, at, make_event
 
 from tachimeter.analyze import (
     FunnelDefinition,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import Seeded, at
+from analytics_fixtures import Seeded, at
 
 from tachimeter import analyze as ta
 

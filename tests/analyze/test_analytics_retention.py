@@ -7,7 +7,7 @@ from typing import Any
 
 import analytics_reference as ref
 import pytest
-from conftest import Seeded, at, make_event
+from analytics_fixtures import Seeded, at, make_event
 
 from tachimeter.analyze import retention_cohorts
 from tachimeter.errors import QueryError

@@ -7,8 +7,8 @@ from typing import Any
 
 import analytics_reference as ref
 import pytest
+from analytics_fixtures import Seeded, at, make_event
 from bench.datagen import insert_rows, row_of
-from conftest import Seeded, at, make_event
 
 from tachimeter.analyze import PropertyFilter, search_events
 from tachimeter.errors import QueryError

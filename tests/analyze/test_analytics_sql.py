@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Seeded
+from analytics_fixtures import Seeded
 
 from tachimeter.analyze import run_sql
 from tachimeter.errors import QueryError

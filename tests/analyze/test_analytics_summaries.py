@@ -11,8 +11,8 @@ from typing import Any
 
 import analytics_reference as ref
 import pytest
+from analytics_fixtures import EXCLUDING, MISSIONS, STRICT, Seeded, at, make_event
 from bench.datagen import generate
-from conftest import EXCLUDING, MISSIONS, STRICT, Seeded, at, make_event
 
 from tachimeter.analyze import (
     dashboard_metrics,

@@ -8,7 +8,7 @@ from typing import Any
 
 import analytics_reference as ref
 import pytest
-from conftest import Seeded, at, make_event
+from analytics_fixtures import Seeded, at, make_event
 
 from tachimeter.analyze import PropertyFilter, property_stats, trend
 from tachimeter.errors import QueryError

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import MissionEnv
+from mission_envs import MissionEnv
 from mission_world import (
     FATAL,
     LOOP_TOOL,

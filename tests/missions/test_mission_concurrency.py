@@ -6,7 +6,7 @@ import random
 import threading
 from collections import Counter
 
-from conftest import MissionEnv
+from mission_envs import MissionEnv
 
 from tachimeter.missions import MissionStatus, mission, tool
 

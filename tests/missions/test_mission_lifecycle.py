@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import LightEnv, MissionEnv
+from mission_envs import LightEnv, MissionEnv
 
 from tachimeter.errors import InvalidStateTransition
 from tachimeter.missions import (

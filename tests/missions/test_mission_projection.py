@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import MissionEnv
+from mission_envs import MissionEnv
 from mission_world import FakeClock
 
 from tachimeter.missions import (

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import LightEnv, MissionEnv
+from mission_envs import LightEnv, MissionEnv
 
 from tachimeter.collect.collector import EventCollector
 from tachimeter.config.sources import load_config
