@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ from tachimeter.model import (
     encode_event,
 )
 from tachimeter.model.codec import data_from_builtins, event_from_builtins, event_to_builtins
+from tachimeter.model.events import _EMPTY_METADATA
 
 FORMATS = ["json", "msgpack"]
 
@@ -261,3 +263,62 @@ def test_invalid_utf8_inside_a_string_is_a_validation_error(fmt: str) -> None:
     batch = encode_batch(EventBatch.new([event], 1), format=fmt).replace(b"PLACEHOLDER", b"\xff")
     with pytest.raises(ValidationError, match="not valid UTF-8"):
         decode_batch(batch, format=fmt)
+
+
+# -- the JSON fast path ----------------------------------------------------------------
+
+_reference_encoder = msgspec.json.Encoder()
+
+
+def _reference_json(event: AnalyticsEvent) -> bytes:
+    """The wire JSON built the general way: the wire dict, then encoded."""
+    return _reference_encoder.encode(event_to_builtins(event))
+
+
+_edge_data = st.none() | st.dictionaries(
+    st.sampled_from(["custom", "metadata", ',"custom":{}}', "data_kind", "k"]),
+    json_values | st.just({"custom": {}}) | st.just(',"custom":{}}'),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events(),
+    _edge_data,
+    st.sampled_from([_EMPTY_METADATA, EventMetadata(), EventMetadata(os="linux")]) | st.none(),
+)
+def test_json_fast_path_gives_the_same_bytes(
+    event: AnalyticsEvent, data: Any, metadata: EventMetadata | None
+) -> None:
+    """Key-value or no data, default or custom-free metadata: the same bytes as the wire dict,
+    even when the data holds the metadata's own shapes."""
+    for candidate in (
+        event,
+        msgspec.structs.replace(event, data=data),
+        msgspec.structs.replace(event, data=data, metadata=metadata or event.metadata),
+    ):
+        assert encode_event(candidate) == _reference_json(candidate)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(events(), max_size=4), st.integers(0, 10**6))
+def test_json_batch_encoding_gives_the_same_bytes(evs: list[AnalyticsEvent], seq: int) -> None:
+    """A batch is the events' JSON as the wire dicts would give it."""
+    batch = EventBatch.new(evs, seq)
+    expected = _reference_encoder.encode(
+        {
+            "id": str(batch.id),
+            "events": [event_to_builtins(e) for e in batch.events],
+            "created_at": batch.created_at.isoformat().replace("+00:00", "Z"),
+            "sequence": batch.sequence,
+        }
+    )
+    assert encode_batch(batch) == expected
+
+
+def test_unencodable_data_raises_as_before() -> None:
+    """An object msgspec cannot encode fails the same way on either path."""
+    event = AnalyticsEvent.new(EventType.FEATURE_USED, {"x": object()})
+    with pytest.raises(TypeError):
+        encode_event(event)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
+from unittest import mock
 
+import msgspec
 import pytest
 from hypothesis import given, settings
-from strategies import events
+from hypothesis import strategies as st
+from strategies import events, finite, json_objects, keys
 
 from tachimeter.model import (
     AnalyticsEvent,
@@ -17,8 +21,11 @@ from tachimeter.model import (
     EventType,
     UsageEventData,
     ValidationLimits,
+    ValidationResult,
     validate_batch,
     validate_event,
+    validate_events,
+    validation,
 )
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -126,3 +133,56 @@ def test_validate_never_raises_on_hostile_objects() -> None:
 
     result = validate_event(Hostile())  # type: ignore[arg-type]
     assert not result.valid
+
+
+# -- the fast path and the batch API ---------------------------------------------------
+
+_near_now = st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10))
+_shared_metadata = st.sampled_from(
+    [EventMetadata(), EventMetadata(os="linux", app_version="1.0"), EventMetadata(custom={"a": 1})]
+)
+
+
+@st.composite
+def _recent_events(draw: st.DrawFn) -> AnalyticsEvent:
+    """Events around NOW with flat, nested or no data and shared metadata: the shapes the
+    fast path takes, and its edges (clock skew, age, NaN, reserved keys, custom names)."""
+    event = draw(events())
+    return msgspec.structs.replace(
+        event,
+        timestamp=NOW + draw(_near_now),
+        data=draw(st.none() | json_objects | st.dictionaries(keys, finite | st.just(math.nan))),
+        metadata=draw(_shared_metadata | st.just(EventMetadata(custom={"os": "x"}))),
+    )
+
+
+def _full_check(event: AnalyticsEvent, now: dt.datetime) -> ValidationResult:
+    with mock.patch.object(validation, "_is_clean", return_value=False):
+        return validate_event(event, now=now)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_recent_events(), max_size=6))
+def test_fast_path_gives_the_full_checks_result(batch: list[AnalyticsEvent]) -> None:
+    """Whatever the event, the shortcut for clean events answers as the full check does."""
+    for event in batch * 2:  # the second time, the metadata is known
+        assert validate_event(event, now=NOW) == _full_check(event, NOW)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_recent_events() | events(), max_size=8))
+def test_validate_events_equals_validate_event_per_event(batch: list[AnalyticsEvent]) -> None:
+    """The batch API gives each event's result, None where it is valid without warnings."""
+    expected = [validate_event(event, now=NOW) for event in batch]
+    assert validate_events(batch, now=NOW) == [
+        None if r.valid and not r.warnings else r for r in expected
+    ]
+
+
+def test_validate_events_reads_the_clock() -> None:
+    """Without ``now``, the batch is judged against the current time."""
+    fresh = EventBuilder(EventType.FEATURE_USED).property("q", 1).build()
+    future = at(dt.timedelta(days=365 * 100))
+    results = validate_events([fresh, fresh, future])
+    assert results[:2] == [None, None]
+    assert results[2] is not None and not results[2].valid

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-import re._parser as sre_parse  # only to read the patterns' minimum widths
+import re._parser as sre_parse
+from typing import Any  # only to read the patterns' minimum widths and characters
 
 import pytest
 
@@ -163,3 +164,64 @@ def test_anchor_is_the_rarest_character() -> None:
         for prefix in pattern.prefixes:
             anchor = prefix[scrubber._anchor_index(prefix)]
             assert anchor not in "etaoinshr", (prefix, anchor)
+
+
+def _consumed(parsed: Any) -> set[str] | None:
+    """The characters a parsed regex can consume (lookarounds excluded); None: any."""
+    chars: set[str] = set()
+    for op, av in parsed:
+        name = str(op)
+        if name == "LITERAL":
+            chars.add(chr(av))
+        elif name == "IN":
+            for item_op, item in av:
+                item_name = str(item_op)
+                if item_name == "LITERAL":
+                    chars.add(chr(item))
+                elif item_name == "RANGE":
+                    chars.update(map(chr, range(item[0], item[1] + 1)))
+                else:  # a negation or a category: more than the token characters
+                    return None
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            inner = _consumed(av[2])
+            if inner is None:
+                return None
+            chars |= inner
+        elif name == "SUBPATTERN":
+            inner = _consumed(av[3])
+            if inner is None:
+                return None
+            chars |= inner
+        elif name == "ATOMIC_GROUP":
+            inner = _consumed(av)
+            if inner is None:
+                return None
+            chars |= inner
+        elif name == "BRANCH":
+            for branch in av[1]:
+                inner = _consumed(branch)
+                if inner is None:
+                    return None
+                chars |= inner
+        elif name in ("ASSERT", "ASSERT_NOT", "AT"):
+            continue  # consumes nothing
+        else:
+            return None
+    return chars
+
+
+def test_tokens_are_runs_of_token_characters() -> None:
+    """The scrubber skips the token regex in long text without a run of 15 token
+    characters: every token but a PEM block (found by its BEGIN line) is such a run."""
+    allowed = set(scrubber._TOKEN_CHARS.decode())
+    for pattern in SECRET_PATTERNS:
+        if pattern.family != "token":
+            continue
+        if pattern.name == "pem_private_key":
+            assert pattern.prefixes == (scrubber._PEM_TRIGGER,)
+            continue
+        for prefix in pattern.prefixes or ("",):
+            consumed = _consumed(sre_parse.parse(re.escape(prefix) + pattern.regex))
+            assert consumed is not None and consumed <= allowed, pattern.name
+    assert scrubber._TOKEN_GATE_LENGTH >= scrubber._MIN_TOKEN_LENGTH
+    assert scrubber._TOKEN_RUN == b"a" * scrubber._MIN_TOKEN_LENGTH

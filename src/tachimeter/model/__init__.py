@@ -39,6 +39,7 @@ from tachimeter.model.validation import (
     ValidationResult,
     validate_batch,
     validate_event,
+    validate_events,
 )
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "register_event_type",
     "validate_batch",
     "validate_event",
+    "validate_events",
 ]

@@ -36,7 +36,7 @@ from tachimeter.model.data import (
     data_kind,
 )
 from tachimeter.model.event_types import Custom, EventCategory, EventPriority, EventType
-from tachimeter.model.events import AnalyticsEvent, CallKind, EventBatch
+from tachimeter.model.events import _EMPTY_METADATA, AnalyticsEvent, CallKind, EventBatch
 
 __all__ = [
     "data_from_builtins",
@@ -253,12 +253,43 @@ def event_from_builtins(obj: Any) -> AnalyticsEvent:
     return _event_from_wire(wire, "$")
 
 
+# The JSON of an event whose data is key-value (or absent) and whose metadata has no
+# custom entries is the event's own msgspec encoding with two edits: the metadata's empty
+# `custom` goes and `data_kind` is appended. That skips building the wire dict, which is
+# two thirds of the cost. The edits are safe byte surgery: the metadata is the last
+# object-valued field, and `,"` never occurs inside a JSON string (a quote there is `\"`).
+_EMPTY_CUSTOM: Final = b',"custom":{}}'
+_KEY_VALUE_KIND: Final = b',"data_kind":"key_value"}'
+
+
+def _encode_json(event: AnalyticsEvent) -> bytes:
+    """``encode_event(event)`` as JSON, by the fast path when the event allows it."""
+    data = event.data
+    kind = type(data)
+    if kind is dict or data is None:
+        metadata = event.metadata
+        custom = metadata.custom if type(metadata) is EventMetadata else None
+        if type(custom) is dict and not custom:
+            try:
+                raw = _json_encoder.encode(event)
+            except Exception:  # let the general path raise its own error
+                return _json_encoder.encode(event_to_builtins(event))
+            if metadata is not _EMPTY_METADATA:  # omitted (by identity) when the default
+                cut = raw.rfind(_EMPTY_CUSTOM)
+                if cut < 0:  # pragma: no cover - the metadata always ends so
+                    return _json_encoder.encode(event_to_builtins(event))
+                raw = raw[:cut] + raw[cut + len(_EMPTY_CUSTOM) - 1 :]
+            return raw if data is None else raw[:-1] + _KEY_VALUE_KIND
+    return _json_encoder.encode(event_to_builtins(event))
+
+
 def encode_event(event: AnalyticsEvent, *, format: str = "json") -> bytes:
     """Encode an event as JSON (default) or MessagePack (``format="msgpack"``)."""
-    encoder = _msgpack_encoder if format == "msgpack" else _json_encoder
-    if format not in ("json", "msgpack"):
+    if format == "json":
+        return _encode_json(event)
+    if format != "msgpack":
         raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
-    return encoder.encode(event_to_builtins(event))
+    return _msgpack_encoder.encode(event_to_builtins(event))
 
 
 def decode_event(payload: bytes | str, *, format: str = "json") -> AnalyticsEvent:
@@ -278,10 +309,15 @@ def encode_batch(batch: EventBatch, *, format: str = "json") -> bytes:
     encoder = _msgpack_encoder if format == "msgpack" else _json_encoder
     if format not in ("json", "msgpack"):
         raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+    events: list[Any]
+    if format == "json":
+        events = [msgspec.Raw(_encode_json(e)) for e in batch.events]
+    else:
+        events = [event_to_builtins(e) for e in batch.events]
     return encoder.encode(
         {
             "id": str(batch.id),
-            "events": [event_to_builtins(e) for e in batch.events],
+            "events": events,
             "created_at": batch.created_at.isoformat().replace("+00:00", "Z"),
             "sequence": batch.sequence,
         }

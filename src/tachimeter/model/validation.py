@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -31,6 +32,7 @@ __all__ = [
     "ValidationResult",
     "validate_batch",
     "validate_event",
+    "validate_events",
 ]
 
 
@@ -144,6 +146,12 @@ def validate_event(
     >>> validate_event(EventBuilder(EventType.TOKENS_CONSUMED).build()).warnings
     ['$.data: tokens_consumed should carry BusinessEventData (token counts), got no data']
     """
+    try:
+        clean = _is_clean(event, time.time() if now is None else now, limits)
+    except Exception:  # anything odd is for the full check to describe
+        clean = False
+    if clean:
+        return ValidationResult(valid=True, errors=[], warnings=[])
     errors: list[str] = []
     warnings: list[str] = []
     try:
@@ -151,6 +159,111 @@ def validate_event(
     except Exception as exc:  # a hostile object must not escape the validator
         errors.append(f"$: event could not be validated: {type(exc).__name__}: {exc}")
     return ValidationResult(valid=not errors, errors=errors, warnings=warnings)
+
+
+def validate_events(
+    events: Iterable[AnalyticsEvent],
+    *,
+    now: dt.datetime | None = None,
+    limits: ValidationLimits = DEFAULT_LIMITS,
+) -> list[ValidationResult | None]:
+    """:func:`validate_event` for each event, None for each one that is valid and has no
+    warnings (the common case, which then costs no allocation).
+
+    The clock is read once for the whole batch. Never raises.
+
+    >>> from tachimeter.model.events import EventBuilder
+    >>> validate_events([EventBuilder(EventType.SESSION_STARTED).build()])
+    [None]
+    """
+    seconds = time.time()
+    instant = seconds if now is None else now
+    exact = now
+    results: list[ValidationResult | None] = []
+    append = results.append
+    for event in events:
+        try:
+            clean = _is_clean(event, instant, limits)
+        except Exception:
+            clean = False
+        if clean:
+            append(None)
+            continue
+        if exact is None:  # the full check compares datetimes: the same instant as one
+            exact = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        result = validate_event(event, now=exact, limits=limits)
+        append(None if result.valid and not result.warnings else result)
+    return results
+
+
+# Enum members read from the class cost a lookup through the metaclass each time.
+_TOKENS_CONSUMED: Final = EventType.TOKENS_CONSUMED
+_ERROR_OCCURRED: Final = EventType.ERROR_OCCURRED
+# Custom event names seen to be valid; names are few, the bound guards against ids as names.
+_good_custom_names: set[str] = set()
+
+
+def _is_clean(event: AnalyticsEvent, now: dt.datetime | float, limits: ValidationLimits) -> bool:
+    """Whether the full check would find nothing: the common event, flat key-value or no
+    data, judged without building a message. False means "run the full check", not
+    "invalid". ``now`` is a datetime (exact) or Unix seconds (from ``time.time()``)."""
+    ts = event.timestamp
+    if type(ts) is not dt.datetime or ts.tzinfo is None:
+        return False
+    oldest = -limits.max_age_days_warning * 86_400
+    if isinstance(now, float):
+        # A margin of 1 ms keeps float rounding from deciding a boundary case; the full
+        # check, which reads its own clock, takes those.
+        ahead = ts.timestamp() - now
+        if not oldest + 0.001 < ahead < limits.clock_skew_seconds - 0.001:
+            return False
+    else:
+        if now.tzinfo is None:
+            return False
+        ahead = (ts - now).total_seconds()
+        if ahead > limits.clock_skew_seconds or ahead < oldest:
+            return False
+    etype = event.event_type
+    if type(etype) is EventType:
+        if etype is _TOKENS_CONSUMED or etype is _ERROR_OCCURRED:
+            return False
+    elif type(etype) is Custom:
+        name = etype.name
+        if name not in _good_custom_names:
+            if type(name) is not str or check_custom_name(name) is not None:
+                return False
+            if name in EventType._value2member_map_:
+                return False
+            if len(_good_custom_names) >= 1024:
+                _good_custom_names.clear()
+            _good_custom_names.add(name)
+    else:
+        return False
+    if event.category is not etype.category():
+        return False
+    metadata = event.metadata
+    cached = _checked_metadata.get(id(metadata))
+    if cached is None or cached[0] is not metadata:
+        return False
+    custom = metadata.custom
+    if custom and not RESERVED_CONTEXT_KEYS.isdisjoint(custom):
+        return False
+    data = event.data
+    if type(data) is dict:
+        data_bytes = _flat_size(data, limits)
+        if data_bytes is None:
+            return False
+    elif data is None:
+        data_bytes = 4  # `null`
+    else:
+        return False
+    if data_bytes + cached[1] > limits.max_event_bytes:
+        return False
+    max_len = limits.max_string_length
+    for value in (event.session_id, event.user_id, event.page_url, event.referrer):
+        if value is not None and (type(value) is not str or len(value) > max_len):
+            return False
+    return True
 
 
 def _check_event(
