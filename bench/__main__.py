@@ -16,6 +16,8 @@ BENCHMARKS = [
     "tsdb",
     "anomalies",
     "server",
+    "dashboard",
+    "demo",
 ]
 
 

@@ -3,18 +3,14 @@ data points, and an event posted through the API appears on the live page."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from dashboard_browser import ARTIFACTS, PageWatch, headless_chromium
 from serving import ServerProcess, wire_events
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PAGES = ("overview", "events", "metrics", "missions", "funnels", "alerts", "api")
 # A uPlot chart has drawn data points: a series holds a value above 0, and its canvas has
 # painted pixels (not only the axes' background).
@@ -32,44 +28,10 @@ _DRAWN = """(() => {{
 _LIVE_WAIT_MS = 10_000
 
 
-def _chromium() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.environ.get("TACHIMETER_NO_SYSTEM_DEPS") == "1":
-        pytest.skip("chromium (Debian package chromium) absent and TACHIMETER_NO_SYSTEM_DEPS=1")
-    pytest.fail(
-        "chromium not found: the dashboard tests drive Debian's Chromium at /usr/bin/chromium. "
-        "Run `make test` (which installs it) or `apt-get install -y chromium`; set "
-        "TACHIMETER_NO_SYSTEM_DEPS=1 to skip such tests instead.",
-        pytrace=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    path = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=path,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -84,36 +46,10 @@ def seeded(server: ServerProcess) -> ServerProcess:
     return server
 
 
-class _Watch:
-    """Console errors and failed requests of one page."""
-
-    def __init__(self, page: Any) -> None:
-        self.problems: list[str] = []
-        page.on(
-            "console",
-            lambda m: (
-                self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
-            ),
-        )
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on(
-            "requestfailed",
-            lambda r: (
-                self.problems.append(f"failed {r.url}: {r.failure}")
-                if "/v1/stream" not in r.url  # streams are aborted on navigation, by design
-                else None
-            ),
-        )
-        page.on(
-            "response",
-            lambda r: self.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
-        )
-
-
-def _open(browser: Any, server: ServerProcess, name: str) -> tuple[Any, Any, _Watch]:
+def _open(browser: Any, server: ServerProcess, name: str) -> tuple[Any, Any, PageWatch]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
-    watch = _Watch(page)
+    watch = PageWatch(page)
     page.goto(f"{server.url}/#/{name}")
     page.wait_for_load_state("load")  # never "networkidle": the live stream stays open
     return context, page, watch

@@ -9,12 +9,13 @@ category, bytes in JSON and MessagePack, and what was scrubbed.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from rich.console import Console
 from rich.table import Table
@@ -33,7 +34,15 @@ from tachimeter.model.data import (
 )
 from tachimeter.model.event_types import EventPriority, EventType
 
-__all__ = ["generate_agent_events", "run_demo"]
+__all__ = [
+    "ALERT_RULES",
+    "INCIDENTS",
+    "Incident",
+    "generate_agent_events",
+    "replay_alerts",
+    "run_demo",
+    "seed_store",
+]
 
 BACKENDS = {
     "anthropic": ["claude-sonnet-4", "claude-3-5-haiku"],
@@ -151,20 +160,119 @@ def run_demo(*, events: int, seed: int, out: str | None) -> None:
         console.print(f"events written to {out}")
 
 
+# The demo's alert rules (docs/alerts.md), written next to its store as ``alerts.toml``:
+# quiet on the demo's ordinary traffic (about one event every two minutes, fewer than
+# `min_total` in any 10 minutes; a few thousand tokens per 10 minutes), firing on its
+# two incidents.
+ALERT_RULES: Final = """\
+interval = "15s"
+
+[[rules]]
+name = "HighErrorRate"
+severity = "critical"
+for = "2m"
+annotations = { summary = "{errors:.0f} of {total:.0f} events in 10 minutes were errors" }
+[rules.condition]
+type = "error_rate"
+threshold = 0.25
+window = "10m"
+min_total = 20
+
+[[rules]]
+name = "TokenBurn"
+severity = "warning"
+for = "5m"
+annotations = { summary = "{value:.0f} tokens in 10 minutes" }
+[rules.condition]
+type = "threshold"
+metric = "business_total_tokens"
+aggregation = "increase"
+window = "10m"
+op = ">"
+threshold = 200000
+"""
+
+
+class Incident(NamedTuple):
+    """A planted incident: from ``ago`` before the seeding until ``ago - duration``."""
+
+    name: str
+    ago: dt.timedelta
+    duration: dt.timedelta
+    per_minute: int
+
+
+# A provider rate-limits the agents for 15 minutes ending half an hour before the demo
+# starts (the Overview's last hour shows it and HighErrorRate firing); six hours before,
+# a runaway agent loop burns tokens for 40 minutes (the Metrics explorer's last 24 hours
+# and the Alerts timeline show it and TokenBurn firing).
+INCIDENTS: Final = (
+    Incident("rate_limited", dt.timedelta(minutes=50), dt.timedelta(minutes=15), 8),
+    Incident("token_burn", dt.timedelta(hours=6), dt.timedelta(minutes=40), 6),
+)
+# Alert rules are evaluated over each incident every 30 s, from 15 minutes before it
+# to 45 minutes after (or now): the history the live manager would have written.
+_REPLAY_STEP: Final = dt.timedelta(seconds=30)
+
+
+def _incident_events(
+    incident: Incident, now: dt.datetime, rng: random.Random
+) -> list[tuple[Any, dict[str, Any]]]:
+    begin = now - incident.ago
+    minutes = int(incident.duration.total_seconds() // 60)
+    out: list[tuple[Any, dict[str, Any]]] = []
+    for i in range(minutes * incident.per_minute):
+        when = begin + dt.timedelta(seconds=60 * i / incident.per_minute + rng.random())
+        user = f"user-{rng.randrange(40):04d}"
+        if incident.name == "rate_limited":
+            out.append((EventType.ERROR_OCCURRED, {"user_id": user, "timestamp": when,
+                "priority": EventPriority.HIGH, "data": ErrorEventData(code="RATE_LIMIT",
+                message="429 from provider: rate limited, retry after 30s",
+                severity=ErrorSeverity.ERROR, component="llm_client")}))  # fmt: skip
+        else:
+            out.append((EventType.TOKENS_CONSUMED, {"user_id": "user-0007", "timestamp": when,
+                "data": BusinessEventData(metric_type=BusinessMetricType.TOTAL_TOKENS,
+                value=int(rng.uniform(25_000, 40_000)), unit="tokens", backend="openai",
+                model="gpt-4o")}))  # fmt: skip
+    return out
+
+
+def replay_alerts(path: str, rules: Path, now: dt.datetime) -> int:
+    """Evaluate ``rules`` over each incident's stretch of time as a live alert manager
+    would have, storing the history in the store at ``path``; the state changes."""
+    from tachimeter.alerts import AlertManager
+    from tachimeter.store.sqlite import SQLiteStore
+
+    with SQLiteStore(path) as store:
+        manager = AlertManager.from_file(rules, store=store)
+        try:
+            for incident in sorted(INCIDENTS, key=lambda i: -i.ago):
+                at = now - incident.ago - dt.timedelta(minutes=15)
+                until = min(now, now - incident.ago + incident.duration + dt.timedelta(minutes=45))
+                while at <= until:
+                    manager.evaluate_rules(now=at)
+                    at += _REPLAY_STEP
+            manager.evaluate_rules(now=now)
+            return len(manager.history(limit=1000))
+        finally:
+            manager.close(timeout=5)
+
+
 def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 30) -> None:
-    """Fill the store at ``path`` with ``days`` of product events and tracked missions.
+    """Fill the store at ``path`` with ``days`` of product events and tracked missions,
+    plant :data:`INCIDENTS` and store the alert history of :data:`ALERT_RULES` over them
+    (the rules are written to ``alerts.toml`` next to the store).
 
-    Events follow a daily rhythm (busier in working hours); missions run on two backends
-    and four models with planted effects the analyses find: ``gpt-4o-mini`` fails more
-    often, ``openai`` is slower, and ``edit_file`` -> ``shell`` -> ``revert`` precedes
-    failure.
+    Events follow a daily rhythm (busier in working hours); missions, spread over the
+    same days, run on two backends and four models with planted effects the analyses
+    find: ``gpt-4o-mini`` fails more often, ``openai`` is slower, and ``edit_file`` ->
+    ``shell`` -> ``revert`` precedes failure.
     """
-    import datetime as dt
-
     from rich.progress import track as progress
 
     from tachimeter.defaults import default_sinks
     from tachimeter.missions import MissionError, MissionTracker
+    from tachimeter.model.timestamps import to_ns
 
     rng = random.Random(seed)
     settings: dict[str, Any] = {"storage.path": path, "collection.queue_capacity": 50_000}
@@ -181,8 +289,16 @@ def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 
             offset += 8 * 3600 * rng.random()
         when = min(now, start + dt.timedelta(seconds=offset))
         collector.track(kind, timestamp=when, **kwargs)
-    tracker = MissionTracker(collector)
+    for incident in INCIDENTS:
+        for kind, kwargs in _incident_events(incident, now, rng):
+            collector.track(kind, **kwargs)
+    # Missions start at random times of the period (ending an hour before now at the
+    # latest); the tracker's clock follows each one through its steps.
+    clock = [0]
+    tracker = MissionTracker(collector, clock=lambda: clock[0])
+    latest = span - 3600
     for _ in progress(range(missions), description="missions"):
+        clock[0] = to_ns(start + dt.timedelta(seconds=rng.uniform(0, latest)))
         backend = rng.choice(list(BACKENDS))
         model = rng.choice(BACKENDS[backend])
         mission_id = tracker.start_mission(None, backend, model, tags=[rng.choice(FEATURES)])
@@ -193,16 +309,18 @@ def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 
             tools += ["edit_file", "shell", "revert"]
         slow = 2.5 if backend == "openai" else 1.0
         for step, tool in enumerate(tools):
-            tracker.tool_invoked(
-                mission_id, tool, rng.lognormvariate(5, 0.7) * slow, success=rng.random() > 0.05
-            )
+            duration = rng.lognormvariate(5, 0.7) * slow
+            clock[0] += int(duration * 1e6)
+            tracker.tool_invoked(mission_id, tool, duration, success=rng.random() > 0.05)
             tracker.tokens_consumed(
                 mission_id,
                 input_tokens=int(rng.lognormvariate(7, 0.6)),
                 output_tokens=int(rng.lognormvariate(5.5, 0.6)),
                 model=model,
             )
-            tracker.step_completed(mission_id, step, True, duration_ms=rng.lognormvariate(7, 0.5))
+            step_ms = rng.lognormvariate(7, 0.5)
+            clock[0] += int(step_ms * 1e6)
+            tracker.step_completed(mission_id, step, True, duration_ms=step_ms)
         if doomed:
             code = rng.choice(["TOOL_ERROR", "TIMEOUT", "RATE_LIMITED"])
             tracker.mission_failed(mission_id, MissionError(code=code, message=f"{code} in step"))
@@ -210,3 +328,6 @@ def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 
             tracker.mission_completed(mission_id)
     collector.flush(timeout=300)
     collector.shutdown(timeout=30)
+    rules = Path(path).resolve().parent / "alerts.toml"
+    rules.write_text(ALERT_RULES)
+    replay_alerts(path, rules, now)

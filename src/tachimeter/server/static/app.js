@@ -114,6 +114,8 @@ const charts = new Set();
 // A uPlot chart in `node`: x values (unix seconds for time axes) and series of
 // {label, values, kind: "line" | "bar"}. Drag across to zoom, double-click to reset,
 // hover for values (the legend follows the cursor). Redrawn on theme change and resize.
+// opts.marks: {alerts: [...], anomalies: [...]} drawn over the plot (see marksPlugin);
+// opts.onDraw(u) runs after each draw.
 function drawChart(node, x, series, opts = {}) {
   charts.add(node);
   node._spec = [x, series, opts];
@@ -121,14 +123,19 @@ function drawChart(node, x, series, opts = {}) {
   const colors = palette();
   const grid = cssVar("--grid");
   const axis = { stroke: cssVar("--muted"), grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
-  const height = Math.max(160, (node.clientHeight || 300) - 56);
+  const height = Math.max(160, (node.clientHeight || 300) - 56 - (opts.marks ? 52 : 0));
+  const plugins = [];
+  if (opts.marks) plugins.push(marksPlugin(node, opts.marks, series));
+  if (opts.onDraw) plugins.push({ hooks: { draw: [opts.onDraw] } });
   node._uplot = new uPlot(
     {
       width: Math.max(240, node.clientWidth),
       height,
-      scales: { x: { time: opts.time !== false } },
+      // opts.xMax stretches the time axis to "now" past the last bucket's start.
+      scales: { x: { time: opts.time !== false, range: opts.xMax ? (u, min, max) => [min, Math.max(max, opts.xMax)] : undefined } },
       axes: [axis, { ...axis, size: 60 }],
       cursor: { drag: { x: true, y: false } },
+      plugins,
       series: [
         { label: opts.xLabel || "time" },
         ...series.map((s, i) => {
@@ -148,7 +155,108 @@ function drawChart(node, x, series, opts = {}) {
     [x, ...series.map((s) => s.values)],
     node,
   );
+  if (opts.marks) node.append(marksLegend(node, opts.marks));
   return node._uplot;
+}
+
+// ---------------------------------------------------------------------------- chart marks
+
+// Every chart's drawn marks, by chart id: what tests and screenshots check.
+window.__tachimeterMarkers = window.__tachimeterMarkers || {};
+
+function clock(seconds) {
+  return new Date(seconds * 1000).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function alertText(a) {
+  const labels = Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+  const until = a.end === null || a.end === undefined ? "still firing" : "until " + clock(a.end);
+  return `${a.rule}${labels ? " {" + labels + "}" : ""} firing from ${clock(a.start)} ${until}` +
+    (a.message ? ": " + a.message : "");
+}
+
+function anomalyShort(a) {
+  return `${a.kind} in ${a.series || "the series"} ${clock(a.timestamp)} (${fmt(a.value, 1)} vs ~${fmt(a.expected, 1)})`;
+}
+
+function anomalyText(a) {
+  return `${a.kind} in ${a.series || "the series"} at ${clock(a.timestamp)}: ${fmt(a.value, 2)} ` +
+    `(expected ${fmt(a.expected, 2)}, score ${fmt(a.score, 1)})`;
+}
+
+// A uPlot plugin drawing, after the series: each alert's firing interval as a shaded band
+// over the plot's height with the rule's name at its top, and each anomaly as a dashed
+// line at its time with a ring on its value. What was drawn (inside the visible range) is
+// kept in node.dataset.markers and window.__tachimeterMarkers[node.id].
+function marksPlugin(node, marks, series) {
+  function draw(u) {
+    const ctx = u.ctx;
+    const { left, top, width, height } = u.bbox;
+    const [xmin, xmax] = [u.scales.x.min, u.scales.x.max];
+    const drawn = [];
+    const bad = cssVar("--bad");
+    const warn = cssVar("--warn");
+    const ratio = devicePixelRatio || 1;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, width, height);
+    ctx.clip();
+    for (const a of marks.alerts || []) {
+      const end = a.end === null || a.end === undefined ? xmax : a.end;
+      if (end < xmin || a.start > xmax) continue;
+      const x0 = Math.max(left, u.valToPos(Math.max(a.start, xmin), "x", true));
+      const x1 = Math.min(left + width, u.valToPos(Math.min(end, xmax), "x", true));
+      const w = Math.max(3 * ratio, x1 - x0);
+      ctx.fillStyle = bad + "26";
+      ctx.fillRect(x0, top, w, height);
+      ctx.fillStyle = bad;
+      ctx.fillRect(x0, top, w, 3 * ratio);
+      ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+      ctx.textAlign = "left";
+      ctx.textBaseline = "alphabetic";
+      ctx.fillText(a.rule, x0 + 3 * ratio, top + 15 * ratio);
+      drawn.push({ type: "alert", rule: a.rule, start: a.start, end: a.end, x0, x1: x0 + w });
+    }
+    for (const a of marks.anomalies || []) {
+      if (a.timestamp < xmin || a.timestamp > xmax) continue;
+      const x = u.valToPos(a.timestamp, "x", true);
+      ctx.strokeStyle = warn;
+      ctx.lineWidth = 1.5 * ratio;
+      ctx.setLineDash([4 * ratio, 3 * ratio]);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      let y = null;
+      const index = series.findIndex((s) => s.label === a.series);
+      const scale = u.scales.y;
+      if (a.value !== null && a.value >= scale.min && a.value <= scale.max && (index >= 0 || series.length === 1)) {
+        y = u.valToPos(a.value, "y", true);
+        ctx.lineWidth = 2 * ratio;
+        ctx.beginPath();
+        ctx.arc(x, y, 7 * ratio, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+      drawn.push({ type: "anomaly", series: a.series, kind: a.kind, timestamp: a.timestamp, x, y });
+    }
+    ctx.restore();
+    node.dataset.markers = String(drawn.length);
+    if (node.id) window.__tachimeterMarkers[node.id] = drawn;
+  }
+  return { hooks: { draw: [draw] } };
+}
+
+// The marks' legend under a chart: one line per alert interval and anomaly (the full text
+// in its tooltip too).
+function marksLegend(node, marks) {
+  node.querySelector(".marks-legend")?.remove();
+  const items = [
+    ...(marks.alerts || []).map((a) => el("span", { class: "mark alert", title: alertText(a) }, alertText(a))),
+    ...(marks.anomalies || []).map((a) => el("span", { class: "mark anomaly", title: anomalyText(a) }, anomalyShort(a))),
+  ];
+  return el("div", { class: "marks-legend" },
+    items.length ? items : el("span", { class: "muted" }, "No alert fired and no anomaly was detected in this range."));
 }
 
 function redrawCharts() {
@@ -352,6 +460,14 @@ function changeText(metric, lowerIsBetter = false) {
   };
 }
 
+// The first time the overview's chart has drawn: a performance mark (and its time in
+// window.__tachimeterRendered) that `python -m bench dashboard` reads as "first render".
+function markRendered() {
+  if (window.__tachimeterRendered !== undefined) return;
+  window.__tachimeterRendered = performance.now();
+  performance.mark("tachimeter:rendered");
+}
+
 function pageOverview(container) {
   container.append(el("h1", {}, "Overview"));
   const cards = el("div", { class: "grid cards", id: "overview-cards" });
@@ -364,6 +480,7 @@ function pageOverview(container) {
       errorsPanel),
   );
   let minutes = new Map();
+  let marks = { alerts: [], anomalies: [] };
   let errorTable = null;
 
   function drawMinutes() {
@@ -371,7 +488,7 @@ function pageOverview(container) {
     drawChart(chartNode, keys.map(toSeconds), [
       { label: "events", kind: "bar", values: keys.map((k) => minutes.get(k).events) },
       { label: "errors", kind: "line", values: keys.map((k) => minutes.get(k).errors) },
-    ]);
+    ], { marks, onDraw: markRendered });
   }
 
   async function load() {
@@ -397,6 +514,7 @@ function pageOverview(container) {
         minutes.set(key, { events: 0, errors: 0 });
       }
       for (const m of data.per_minute) minutes.set(m.minute, { events: m.events, errors: m.errors });
+      marks = { alerts: data.alerts, anomalies: data.anomalies };
       drawMinutes();
       const { table } = eventTable(data.recent_errors, "No errors in the last 7 days.");
       errorTable = table;
@@ -432,6 +550,12 @@ function pageOverview(container) {
 
 const RANGES = { "1h": ["-1h", "minute"], "24h": ["-24h", "hour"], "7d": ["-7d", "hour"], "30d": ["-30d", "day"] };
 const MEASURES = ["count", "unique_users", "unique_sessions", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"];
+
+// Parameters after the page's name in the hash: #/metrics?name=llm_latency&range=7d.
+function hashParams() {
+  const cut = location.hash.indexOf("?");
+  return cut < 0 ? {} : Object.fromEntries(new URLSearchParams(location.hash.slice(cut + 1)));
+}
 
 function select(id, options, value) {
   return el("select", { id }, options.map(([v, label]) => el("option", { value: v, selected: v === value }, label)));
@@ -546,11 +670,13 @@ function pageMetrics(container) {
   const anomalyNote = el("p", { class: "muted", id: "m-anomalies" });
   container.append(el("div", { class: "panel" }, controls, chartNode, anomalyNote));
 
+  const wanted = hashParams();
+  if (wanted.range && RANGES[wanted.range]) document.getElementById("m-range").value = wanted.range;
   api("/v1/metrics/names").then((metricNames) => {
     const node = document.getElementById("m-name");
     for (const m of metricNames) node.append(el("option", { value: m.name }, `${m.name} (${m.series} series)`));
     if (metricNames.length) {
-      node.value = metricNames[0].name;
+      node.value = metricNames.some((m) => m.name === wanted.name) ? wanted.name : metricNames[0].name;
       load();
     } else {
       chartNode.replaceChildren(el("div", { class: "empty" }, "No metrics stored yet."));
@@ -568,18 +694,24 @@ function pageMetrics(container) {
       group_by: document.getElementById("m-group").value.trim(),
     };
     try {
-      const result = await api("/v1/metrics/query" + query(params) + (match ? "&match=" + encodeURIComponent(match) : ""));
+      const [result, report, alerts] = await Promise.all([
+        api("/v1/metrics/query" + query(params) + (match ? "&match=" + encodeURIComponent(match) : "")),
+        // No samples in the range: no chart marks, not an error of the page.
+        api("/v1/anomalies" + query({ metric: name, start: params.start }))
+          .catch((error) => (error.status === 404 ? { anomalies: [] } : Promise.reject(error))),
+        api("/v1/alerts/intervals" + query({ start: params.start })),
+      ]);
       const times = [...new Set(result.series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
       const series = result.series.slice(0, 12).map((s) => {
         const byTime = new Map(s.points);
         const label = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(",") || s.name || name;
         return { label, kind: "line", values: times.map((t) => (byTime.has(t) ? byTime.get(t) : null)) };
       });
-      drawChart(chartNode, times, series);
-      const report = await api("/v1/anomalies" + query({ metric: name, start: params.start }));
-      const found = report.anomalies || [];
+      // The detector runs on the metric summed over its series: its marks carry that value.
+      const found = (report.anomalies || []).map((a) => ({ ...a, series: series.length === 1 ? series[0].label : "sum" }));
+      drawChart(chartNode, times, series, { marks: { alerts, anomalies: found }, xMax: Date.now() / 1000 });
       anomalyNote.textContent = found.length
-        ? `Anomalies (robust z-score): ${found.map((a) => `${a.kind} at ${shortTime(new Date(a.timestamp * 1000).toISOString())}`).join("; ")}`
+        ? `Anomalies (robust z-score over the sum): ${found.map((a) => `${a.kind} at ${clock(a.timestamp)}`).join("; ")}`
         : "No anomalies detected in this range.";
     } catch (error) {
       showError(container, error);
@@ -730,12 +862,31 @@ function pageFunnels(container) {
 
 function pageAlerts(container) {
   container.append(el("h1", {}, "Alerts"));
+  const chartNode = el("div", { class: "chart", id: "chart-alerts" });
   const current = el("div", { class: "panel" }, el("h2", {}, "Current"));
   const history = el("div", { class: "panel" }, el("h2", {}, "History"));
-  container.append(el("div", { class: "grid two" }, current, history));
+  container.append(
+    el("div", { class: "panel", style: "margin-bottom:14px" },
+      el("h2", {}, "Errors per hour (last 7 days), alert firing intervals and anomalies"), chartNode),
+    el("div", { class: "grid two" }, current, history));
+
+  async function loadTimeline() {
+    const [report, alerts] = await Promise.all([
+      api("/v1/anomalies" + query({ event: "error_occurred", interval: "hour", start: "-7d" })),
+      api("/v1/alerts/intervals" + query({ start: "-7d" })),
+    ]);
+    const points = report.points || [];
+    const anomalies = (report.anomalies || []).map((a) => ({ ...a, series: "errors" }));
+    drawChart(chartNode, points.map((p) => p.t), [
+      { label: "errors", kind: "bar", values: points.map((p) => p.value) },
+      { label: "expected", kind: "line", values: points.map((p) => p.expected) },
+    ], { marks: { alerts, anomalies }, xMax: Date.now() / 1000 });
+  }
+
   async function load() {
     try {
-      const [states, events] = await Promise.all([api("/v1/alerts"), api("/v1/alerts/history?limit=200")]);
+      const [states, events] = await Promise.all([
+        api("/v1/alerts"), api("/v1/alerts/history?limit=200"), loadTimeline()]);
       current.replaceChildren(el("h2", {}, "Current"), simpleTable(["Rule", "State", "Labels", "Value", "Since"],
         states.map((a) => [a.rule, el("span", { class: "pill " + a.state }, a.state), summarize(a.labels, 60), fmt(a.value, 3), shortTime(a.fired_at || a.active_at)]),
         "No alert is pending or firing."));
