@@ -65,7 +65,7 @@ from tachimeter.analyze.connection import ReadSource, read_connection
 from tachimeter.errors import QueryError
 from tachimeter.missions.lifecycle import MissionStatus
 from tachimeter.missions.records import PERCENTILE_METHOD, MissionMetrics
-from tachimeter.model.timestamps import format_timestamp
+from tachimeter.model.timestamps import format_timestamp, parse_timestamp
 
 __all__ = [
     "COMPLEXITY_BUCKETS",
@@ -80,6 +80,7 @@ __all__ = [
     "LoopStats",
     "MissionEfficiency",
     "MissionFilter",
+    "MissionSummary",
     "PairComparison",
     "PatternReport",
     "RecurringError",
@@ -94,6 +95,7 @@ __all__ = [
     "complexity",
     "detect_patterns",
     "efficiency",
+    "list_missions",
     "tool_usage",
     "two_proportion_p_value",
     "wilson_interval",
@@ -1856,3 +1858,75 @@ def _ms(value: float) -> str:
 
 def _usd(value: float) -> str:
     return f"{value:+.4g} USD"
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+# One page of missions is shown by a CLI table or returned by one HTTP response.
+MAX_LISTED: Final = 10_000
+
+
+class MissionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One mission as :func:`list_missions` returns it: the ``missions`` row, without its
+    steps and calls (:func:`tachimeter.missions.read_mission` has those)."""
+
+    mission_id: str
+    status: MissionStatus
+    backend: str
+    model: str
+    tags: tuple[str, ...]
+    created_at: dt.datetime
+    ended_at: dt.datetime | None
+    execution_time_ms: float | None
+    step_count: int
+    tool_calls: int
+    llm_calls: int
+    total_tokens: int
+    total_cost: float
+    error_code: str | None
+
+
+def list_missions(
+    source: ReadSource, filter: MissionFilter | None = None, *, limit: int = 100
+) -> list[MissionSummary]:
+    """The missions matching ``filter``, newest first (by creation), at most ``limit``.
+
+    >>> from tachimeter.store.migrations import all_migrations
+    >>> conn = sqlite3.connect(":memory:")
+    >>> for migration in all_migrations():
+    ...     _ = conn.executescript(migration.up)
+    >>> list_missions(conn, MissionFilter(status="failed"), limit=10)
+    []
+    """
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LISTED:
+        raise QueryError(f"limit must be an integer in [1, {MAX_LISTED}], got {limit!r}")
+    with read_connection(source) as conn:
+        where, params = _where(filter)
+        rows = _query(
+            conn,
+            "SELECT mission_id, status, backend, model, tags, created_at, ended_at, "
+            "execution_time_ms, step_count, tool_calls, llm_calls, total_tokens, total_cost, "
+            f"error_code FROM missions m WHERE {where} "
+            "ORDER BY m.created_at DESC, m.mission_key DESC LIMIT ?",
+            [*params, limit],
+        )
+    return [
+        MissionSummary(
+            mission_id=mission_id,
+            status=MissionStatus(status),
+            backend=backend or "",
+            model=model or "",
+            tags=tuple(t for t in msgspec.json.decode(tags or "[]") if isinstance(t, str)),
+            created_at=parse_timestamp(created),
+            ended_at=parse_timestamp(ended) if ended else None,
+            execution_time_ms=execution,
+            step_count=steps,
+            tool_calls=tools,
+            llm_calls=llm,
+            total_tokens=tokens,
+            total_cost=cost,
+            error_code=error_code,
+        )
+        for (mission_id, status, backend, model, tags, created, ended, execution, steps, tools,
+             llm, tokens, cost, error_code) in rows
+    ]  # fmt: skip

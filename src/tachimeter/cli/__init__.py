@@ -78,9 +78,13 @@ def demo(
             from tachimeter.server.runner import run_server
             from tachimeter.server.settings import load_server_settings
 
+            # The demo's rules (written next to the store by seed_store) are evaluated live.
+            rules = os.path.join(os.path.dirname(os.path.abspath(store)), "alerts.toml")
             run_server(
                 store_path=store,
-                settings=load_server_settings(port=port),
+                settings=load_server_settings(
+                    port=port, alert_rules=rules if os.path.exists(rules) else None
+                ),
                 config=load_config(storage={"path": store}),
             )
 
@@ -98,9 +102,14 @@ def main() -> None:
 
 # Commands defined in their own modules (cheap to import: their work is imported lazily).
 from tachimeter.cli.alerts import app as _alerts  # noqa: E402
+from tachimeter.cli.export import export as _export  # noqa: E402
+from tachimeter.cli.ingest import ingest as _ingest  # noqa: E402
 from tachimeter.cli.maintenance import rebuild as _rebuild  # noqa: E402
 from tachimeter.cli.maintenance import retention_app as _retention  # noqa: E402
 from tachimeter.cli.migrate import app as _migrate  # noqa: E402
+from tachimeter.cli.missions import app as _missions  # noqa: E402
+from tachimeter.cli.query import app as _query  # noqa: E402
+from tachimeter.cli.report import report as _report  # noqa: E402
 from tachimeter.cli.serve import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve)
@@ -108,3 +117,8 @@ app.add_typer(_alerts, name="alerts")
 app.add_typer(_migrate, name="migrate")
 app.add_typer(_retention, name="retention")
 app.command("rebuild")(_rebuild)
+app.command("ingest")(_ingest)
+app.add_typer(_query, name="query")
+app.add_typer(_missions, name="missions")
+app.command("report")(_report)
+app.command("export")(_export)

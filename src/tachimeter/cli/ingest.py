@@ -1,0 +1,652 @@
+"""``tachimeter ingest FILE|-``: events from JSON lines or CSV into a store.
+
+Every record goes through the server's ingest path (:class:`~tachimeter.server.ingest.IngestDecoder`
+with the configured validation limits and privacy scrubber): decoded against the event
+model, checked by :func:`~tachimeter.model.validation.validate_event`, secrets scrubbed.
+Valid events are written in batches with every default projection, so summaries,
+missions and time series stay exact; events already stored (same id) are skipped and
+counted as duplicates, so ingesting a file again is harmless. A rejected record is
+reported with its line number and every bad field (``line 17: $.timestamp: ...``), the
+others are stored, and the run exits 1 unless ``--allow-rejects``.
+
+JSON lines: one event per line in the wire shape (:func:`tachimeter.model.codec.event_to_builtins`),
+which is what ``JsonlFileSink`` and ``tachimeter demo --out`` write. Blank lines are skipped.
+
+CSV (UTF-8, a header row, then one event per row):
+
+============================  ============================================================
+column                        meaning
+============================  ============================================================
+``event`` (or ``event_type``  the event name, required: a built-in name (``tool_invoked``)
+or ``event_name``)            or a custom one (``search_performed``)
+``timestamp``                 required: ISO-8601 (no offset means UTC) or Unix seconds
+``user_id``, ``session_id``   optional; an empty cell is no value
+``properties``                a JSON object: the event's properties
+``prop.<key>``                one property each; a cell that is a JSON number, ``true``,
+                              ``false`` or ``null`` is that value, any other text is
+                              text, an empty cell leaves the property out; these win over
+                              the same key in ``properties``
+``id``                        the event id (a UUID). Without it, an id is derived from the
+                              row's content and time (a UUIDv7), so the same file
+                              ingested twice stores each event once
+``category``, ``priority``,   as in the wire shape (``usage``, ``high``, ``track`` /
+``call``, ``page_url``,       ``page`` / ``identify``, ...)
+``referrer``
+============================  ============================================================
+
+Any other column is refused before anything is read: name properties ``prop.<key>``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Final
+
+import typer
+
+from tachimeter.cli.options import StoreOption, reported_errors
+
+if TYPE_CHECKING:  # imported when the command runs: `tachimeter --help` stays fast
+    from rich.console import Console
+
+    from tachimeter.config.settings import AnalyticsConfig
+    from tachimeter.model.events import AnalyticsEvent
+    from tachimeter.server.ingest import FieldError, IngestDecoder
+    from tachimeter.store.projection import Projection
+    from tachimeter.store.sqlite import SQLiteStore
+
+__all__ = ["CsvMapping", "IngestReport", "ingest", "ingest_stream"]
+
+# Events per transaction: past about 1 000 the commit cost is amortized (bench/store.py)
+# and a batch with every projection is a fraction of a second, so a server writing to the
+# same store waits little.
+DEFAULT_BATCH: Final = 1_000
+_NAME_COLUMNS: Final = ("event", "event_type", "event_name")
+_TEXT_COLUMNS: Final = (
+    "user_id",
+    "session_id",
+    "category",
+    "priority",
+    "call",
+    "page_url",
+    "referrer",
+)
+_KNOWN: Final = frozenset({*_NAME_COLUMNS, *_TEXT_COLUMNS, "id", "timestamp", "properties"})
+_PROPERTY_PREFIX: Final = "prop."
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
+class InputFormat(enum.Enum):
+    """What ``ingest`` reads."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class _Reject(Exception):
+    """A record that cannot become an event: why (said after its line number)."""
+
+
+class IngestReport:
+    """Counts of one ingest run: records read, events stored, duplicates, rejected."""
+
+    __slots__ = ("duplicates", "read", "rejected", "stored")
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected = 0
+
+    def summary(self) -> str:
+        """``read 10, stored 7, duplicates 1, rejected 2``."""
+        return (
+            f"read {self.read:,}, stored {self.stored:,}, duplicates {self.duplicates:,}, "
+            f"rejected {self.rejected:,}"
+        )
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+
+def _cell_value(text: str) -> Any:
+    """A ``prop.*`` cell: JSON numbers, true, false and null as such, other text as text."""
+    import msgspec
+
+    stripped = text.strip()
+    if stripped in ("true", "false", "null") or (
+        stripped and (stripped[0].isdigit() or stripped[0] in "-.")
+    ):
+        try:
+            value = msgspec.json.decode(stripped)
+        except msgspec.DecodeError:
+            return text
+        if value is None or isinstance(value, bool | int | float):
+            return value
+    return text
+
+
+class CsvMapping:
+    """Turns CSV rows into wire events by the column mapping (module docstring).
+
+    Built from the header row: unknown or duplicated columns and missing required ones
+    raise :class:`~tachimeter.errors.ValidationError` before any row is read.
+
+    >>> mapping = CsvMapping(["event", "timestamp", "user_id", "prop.duration_ms"])
+    >>> wire = mapping.wire(["tool_invoked", "2024-03-01T12:00:00Z", "u1", "120"])
+    >>> wire["event_type"], wire["data"], wire["user_id"]
+    ('tool_invoked', {'duration_ms': 120}, 'u1')
+    """
+
+    __slots__ = ("_id", "_name", "_properties", "_props", "_seen", "_texts", "_timestamp", "width")
+
+    def __init__(self, header: Sequence[str]) -> None:
+        from tachimeter.errors import ValidationError
+
+        columns = [c.strip() for c in header]
+        if columns and columns[0].startswith("\ufeff"):
+            columns[0] = columns[0][1:]
+        seen: set[str] = set()
+        for column in columns:
+            if column in seen:
+                raise ValidationError(f"CSV header: column {column!r} appears twice")
+            seen.add(column)
+            if column not in _KNOWN and not (
+                column.startswith(_PROPERTY_PREFIX) and len(column) > len(_PROPERTY_PREFIX)
+            ):
+                raise ValidationError(
+                    f"CSV header: unknown column {column!r}; the columns are "
+                    f"{', '.join(sorted(_KNOWN))} and prop.<key> for a property "
+                    f"(write prop.{column} to keep it as one)"
+                )
+        names = [c for c in columns if c in _NAME_COLUMNS]
+        if len(names) != 1:
+            raise ValidationError(
+                "CSV header: name the event in exactly one column, event (or event_type, "
+                f"event_name); got {', '.join(names) or 'none'}"
+            )
+        if "timestamp" not in seen:
+            raise ValidationError("CSV header: a timestamp column is required")
+        index = {c: i for i, c in enumerate(columns)}
+        self.width = len(columns)
+        self._name = index[names[0]]
+        self._timestamp = index["timestamp"]
+        self._id = index.get("id")
+        self._properties = index.get("properties")
+        self._texts = tuple((c, index[c]) for c in _TEXT_COLUMNS if c in index)
+        self._props = tuple(
+            (c[len(_PROPERTY_PREFIX) :], i)
+            for c, i in index.items()
+            if c.startswith(_PROPERTY_PREFIX)
+        )
+        # Identical rows get different derived ids: the n-th copy hashes its count too.
+        self._seen: dict[bytes, int] = {}
+
+    def wire(self, cells: Sequence[str]) -> dict[str, Any]:
+        """The wire dict of one row; raises ``_Reject`` saying which cell is wrong."""
+        import msgspec
+
+        from tachimeter.model.event_types import EventType, event_type_from_name
+
+        if len(cells) != self.width:
+            raise _Reject(f"has {len(cells)} cells, the header has {self.width}")
+        name = cells[self._name].strip()
+        if not name:
+            raise _Reject("event: the event name is empty")
+        kind = event_type_from_name(name)
+        wire: dict[str, Any] = {
+            "event_type": kind.value if isinstance(kind, EventType) else {"custom": name},
+            "timestamp": self._timestamp_text(cells[self._timestamp].strip()),
+        }
+        for column, i in self._texts:
+            if cells[i] != "":
+                wire[column] = cells[i]
+        data: dict[str, Any] = {}
+        if self._properties is not None and cells[self._properties].strip():
+            try:
+                decoded = msgspec.json.decode(cells[self._properties])
+            except msgspec.DecodeError as exc:
+                raise _Reject(f"properties: not valid JSON ({exc})") from None
+            if not isinstance(decoded, dict):
+                raise _Reject(f"properties: must be a JSON object, got {type(decoded).__name__}")
+            data.update(decoded)
+        for key, i in self._props:
+            if cells[i] != "":
+                data[key] = _cell_value(cells[i])
+        if data:
+            wire["data"] = data
+        given = cells[self._id].strip() if self._id is not None else ""
+        wire["id"] = given or self._derived_id(wire)
+        return wire
+
+    @staticmethod
+    def _timestamp_text(text: str) -> str:
+        """ISO text as given; Unix seconds as ISO text."""
+        import datetime as dt
+
+        try:
+            seconds = float(text)
+        except ValueError:
+            return text
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            raise _Reject(f"timestamp: {text!r} is out of range as Unix seconds") from None
+
+    def _derived_id(self, wire: dict[str, Any]) -> str:
+        """A UUIDv7 whose time is the event's and whose other bits hash its content."""
+        import datetime as dt
+        import hashlib
+        import uuid
+
+        import msgspec
+
+        content = msgspec.json.encode(wire, order="sorted")
+        copy = self._seen.get(content, 0)
+        self._seen[content] = copy + 1
+        digest = hashlib.sha256(content + b"#" + str(copy).encode()).digest()
+        try:
+            stamp = dt.datetime.fromisoformat(wire["timestamp"])
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=dt.UTC)
+            ms = max(0, min(int(stamp.timestamp() * 1000), (1 << 48) - 1))
+        except ValueError:
+            ms = 0  # the decoder rejects the timestamp, naming it
+        bits = int.from_bytes(digest[:10], "big")
+        value = (
+            (ms << 80)
+            | (0x7 << 76)
+            | ((bits >> 62 & 0xFFF) << 64)
+            | (0b10 << 62)
+            | (bits & ((1 << 62) - 1))
+        )
+        return str(uuid.UUID(int=value))
+
+
+# -- readers: (line number, JSON payload or None, why it was refused) ------------------------
+
+_Record = tuple[int, bytes | None, str | None]
+
+
+def _jsonl_records(stream: BinaryIO) -> Iterator[_Record]:
+    for number, line in enumerate(stream, 1):
+        text = line.strip()
+        if number == 1 and text.startswith(_UTF8_BOM):
+            text = text[len(_UTF8_BOM) :].strip()
+        if text:
+            yield number, text, None
+
+
+def _csv_records(stream: BinaryIO) -> Iterator[_Record]:
+    """Rows as JSON payloads; the header is checked when the first record is asked for."""
+    import csv
+    import io
+
+    import msgspec
+
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader, None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        from tachimeter.errors import ValidationError
+
+        raise ValidationError(f"CSV header: cannot be read: {exc}") from None
+    if header is None:
+        return
+    mapping = CsvMapping(header)
+    encode = msgspec.json.encode
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            # The text decoder fails on a whole chunk: the rest of the file is unreadable.
+            yield line, None, f"not valid UTF-8 ({exc.reason}); the rest of the file was not read"
+            return
+        except csv.Error as exc:
+            yield line, None, f"not valid CSV: {exc}"
+            continue
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        try:
+            yield line, encode(mapping.wire(cells)), None
+        except _Reject as exc:
+            yield line, None, str(exc)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _field_errors(errors: Sequence[FieldError]) -> str:
+    """``$.timestamp: ...; $.data.x: ...`` with the one-event wrapper's ``[0]`` removed."""
+    parts = []
+    for error in errors:
+        path = error.path
+        if path.startswith("$[0]"):
+            path = "$" + path[4:]
+        parts.append(f"{path}: {error.message}")
+    return "; ".join(parts)
+
+
+def _syntax_reason(payload: bytes, detail: str) -> str:
+    """Why a payload the decoder refused as a whole is not one JSON value (byte offsets of
+    the line itself, not of the one-event array the decoder was given)."""
+    import msgspec
+
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start}: {exc.reason})"
+    try:
+        msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        return f"not valid JSON: {exc}"
+    except RecursionError:
+        return "not valid JSON: nested too deeply"
+    return detail
+
+
+class _Writer:
+    """Decodes, validates and scrubs records one by one; writes valid events in batches."""
+
+    __slots__ = (
+        "_batch",
+        "_decoder",
+        "_first_line",
+        "_problem",
+        "_projections",
+        "_reject",
+        "_size",
+        "_store",
+    )
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        projections: Sequence[Projection],
+        decoder: IngestDecoder,
+        size: int,
+        reject: Callable[[str, str], None],
+    ) -> None:
+        self._store = store
+        self._projections = projections
+        self._decoder = decoder
+        self._size = size
+        self._reject = reject
+        self._batch: list[AnalyticsEvent] = []
+        self._first_line = 0
+        from tachimeter.server.ingest import Problem
+
+        self._problem = Problem
+
+    def offer(self, line: int, payload: bytes, report: IngestReport) -> None:
+        try:
+            decoded = self._decoder.decode(
+                b"[" + payload + b"]", "application/json", None, partial=True
+            )
+        except self._problem as exc:
+            self._refuse(line, _syntax_reason(payload, exc.detail), report)
+            return
+        if decoded.received != 1:
+            self._refuse(line, "not one JSON value; write one event per line", report)
+            return
+        if decoded.rejected:
+            self._refuse(line, _field_errors(decoded.rejected), report)
+            return
+        if not self._batch:
+            self._first_line = line
+        self._batch.append(decoded.events[0])
+        if len(self._batch) >= self._size:
+            self.flush(line, report)
+
+    def _refuse(self, line: int, reason: str, report: IngestReport) -> None:
+        report.rejected += 1
+        self._reject(f"line {line}", reason)
+
+    def flush(self, last_line: int, report: IngestReport) -> None:
+        if not self._batch:
+            return
+        result = self._store.write_batch(self._batch, projections=self._projections)
+        report.stored += result.inserted
+        report.duplicates += result.duplicates
+        if result.rejected:
+            report.rejected += result.rejected
+            self._reject(
+                f"lines {self._first_line}-{last_line}",
+                f"{result.rejected} valid events could not be encoded for storage "
+                "(the log names them)",
+            )
+        self._batch = []
+
+
+def ingest_stream(
+    stream: BinaryIO,
+    format: InputFormat,
+    store: SQLiteStore,
+    *,
+    projections: Sequence[Projection],
+    decoder: IngestDecoder,
+    batch_size: int = DEFAULT_BATCH,
+    on_reject: Callable[[str, str], None],
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Read every record of ``stream`` into ``store``; ``on_reject(where, why)`` is told of
+    each refused record, ``on_progress(records)`` after each batch."""
+    report = IngestReport()
+    writer = _Writer(store, projections, decoder, batch_size, on_reject)
+    records = _jsonl_records(stream) if format is InputFormat.jsonl else _csv_records(stream)
+    line = 0
+    for line, payload, reason in records:
+        report.read += 1
+        if payload is None:
+            report.rejected += 1
+            on_reject(f"line {line}", reason or "unreadable")
+        else:
+            writer.offer(line, payload, report)
+        if on_progress is not None and report.read % batch_size == 0:
+            on_progress(report.read)
+    writer.flush(line, report)
+    if on_progress is not None:
+        on_progress(report.read)
+    return report
+
+
+def _format_of(file: str, chosen: InputFormat | None) -> InputFormat:
+    if chosen is not None:
+        return chosen
+    suffix = Path(file).suffix.lower()
+    if suffix == ".csv":
+        return InputFormat.csv
+    if suffix in ("", ".jsonl", ".ndjson", ".json", ".log") or file == "-":
+        return InputFormat.jsonl
+    from tachimeter.errors import ValidationError
+
+    raise ValidationError(
+        f"cannot tell the format of {file!r} from its extension; pass --format jsonl or csv"
+    )
+
+
+def _decoder() -> tuple[IngestDecoder, AnalyticsConfig]:
+    from tachimeter.config.sources import load_config
+    from tachimeter.privacy import Scrubber
+    from tachimeter.server.ingest import IngestDecoder
+
+    config = load_config()
+    privacy = config.privacy
+    # As the server does: user ids are not hashed here, events from a Tachimeter collector
+    # were hashed by it (per its own settings), and hashing is not idempotent.
+    scrubber = Scrubber(
+        extra_patterns=privacy.extra_patterns,
+        drop_keys=privacy.drop_keys,
+        sensitive_key_action=privacy.sensitive_key_action,
+    )
+    decoder = IngestDecoder(
+        scrubber, config.validation, max_body_bytes=config.validation.max_batch_bytes
+    )
+    return decoder, config
+
+
+class _RejectPrinter:
+    """Prints the first ``limit`` rejected records as ``line 17: why``; counts the rest."""
+
+    __slots__ = ("_console", "_limit", "hidden", "shown")
+
+    def __init__(self, console: Console, limit: int) -> None:
+        self._console = console
+        self._limit = limit
+        self.shown = 0
+        self.hidden = 0
+
+    def __call__(self, where: str, why: str) -> None:
+        if self.shown < self._limit:
+            self.shown += 1
+            # markup off: messages quote user data, "[REDACTED]" must print as it is.
+            self._console.print(f"{where}: {why}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.hidden += 1
+
+
+def ingest(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE|-", help="A JSONL or CSV file; - reads standard input.")
+    ],
+    store: StoreOption = None,
+    format: Annotated[
+        InputFormat | None,
+        typer.Option(
+            "--format",
+            help="jsonl or csv (default: from the extension; standard input is jsonl).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Events per transaction.")
+    ] = DEFAULT_BATCH,
+    allow_rejects: Annotated[
+        bool, typer.Option(help="Exit 0 even when some records were rejected.")
+    ] = False,
+    max_reported: Annotated[
+        int, typer.Option(min=0, help="Print at most this many rejected records.")
+    ] = 100,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Store events from JSON lines or CSV, validated and scrubbed as the server does.
+
+    Rejected records are listed (line 17: $.timestamp: ...) and the others stored; the
+    exit status is 1 when any was rejected, unless --allow-rejects. Events already in
+    the store are skipped, so a file can be ingested again after fixing it. CSV columns:
+    event, timestamp, user_id, session_id, properties (a JSON object) and prop.<key>
+    columns, id, category, priority, call, page_url, referrer.
+
+    Example: tachimeter ingest events.jsonl --store analytics.db
+
+    Example: gunzip -c events.jsonl.gz | tachimeter ingest - --store analytics.db
+
+    Example: tachimeter ingest signups.csv --allow-rejects
+    """
+    from rich.console import Console
+
+    from tachimeter.cli.options import store_path
+
+    errors = Console(stderr=True)
+    with reported_errors():
+        chosen = _format_of(file, format)
+        decoder, config = _decoder()
+        path = store_path(store) if store is not None else Path(config.storage.path).expanduser()
+        try:
+            if file == "-":
+                stream: BinaryIO = typer.get_binary_stream("stdin")
+                total: int | None = None
+            else:
+                stream = open(file, "rb")  # noqa: SIM115 - closed below
+                total = Path(file).stat().st_size
+        except OSError as exc:
+            typer.echo(f"error: cannot read {file}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
+        reject = _RejectPrinter(errors, max_reported)
+        try:
+            report = _run(
+                stream, chosen, path, config, decoder, batch_size, reject, total, errors, quiet
+            )
+        finally:
+            if file != "-":
+                stream.close()
+    if reject.hidden:
+        errors.print(f"... and {reject.hidden:,} more rejected records", markup=False)
+    typer.echo(f"{report.summary()} -> {path}")
+    if report.rejected and not allow_rejects:
+        typer.echo(
+            f"error: {report.rejected:,} of {report.read:,} records were rejected (listed "
+            "above); the valid ones are stored. Fix them and ingest again (stored events are "
+            "skipped), or pass --allow-rejects",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _run(
+    stream: BinaryIO,
+    chosen: InputFormat,
+    path: Path,
+    config: AnalyticsConfig,
+    decoder: IngestDecoder,
+    batch_size: int,
+    reject: Callable[[str, str], None],
+    total: int | None,
+    console: Console,
+    quiet: bool,
+) -> IngestReport:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from tachimeter.defaults import default_projections
+    from tachimeter.store.sqlite import SQLiteStore
+
+    with SQLiteStore(path, config) as opened:
+        projections = default_projections(config)
+        if quiet or not console.is_terminal:
+            return ingest_stream(
+                stream,
+                chosen,
+                opened,
+                projections=projections,
+                decoder=decoder,
+                batch_size=batch_size,
+                on_reject=reject,
+            )
+        by_bytes = total is not None
+        columns = (
+            (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+            if by_bytes
+            else (MofNCompleteColumn(), TextColumn("records"), TimeElapsedColumn())
+        )
+        # The bar and the rejected records share one console: rich keeps the bar below
+        # the lines printed while it runs.
+        with Progress(TextColumn("ingesting"), *columns, console=console, transient=True) as bar:
+            task = bar.add_task("ingest", total=total)
+
+            def progress(records: int) -> None:
+                bar.update(task, completed=stream.tell() if by_bytes else records)
+
+            return ingest_stream(
+                stream,
+                chosen,
+                opened,
+                projections=projections,
+                decoder=decoder,
+                batch_size=batch_size,
+                on_reject=reject,
+                on_progress=progress,
+            )
