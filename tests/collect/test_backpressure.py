@@ -192,3 +192,27 @@ def test_overload_never_exceeds_capacity_and_counts_are_exact(collectors: Any) -
     assert sum(stats.dropped_by_priority.values()) == stats.events_dropped
     delivered = {(e.data["t"], e.data["i"]) for e in sink.events()}
     assert len(delivered) == stats.events_processed  # no duplicates
+
+
+def test_queue_capacity_changes_at_runtime(collectors: Any) -> None:
+    """update_config resizes the queue: smaller takes effect as events leave, larger at once."""
+    collector = collectors(small(**{"collection.queue_capacity": 10}), autostart=False)
+    for i in range(10):
+        collector.track("feature_used", {"i": i})
+    collector.update_config(small(**{"collection.queue_capacity": 4}))
+    collector.track("feature_used", {"i": "over"})  # still 10 queued: no room
+    assert collector.stats().events_dropped == 1
+    collector.update_config(small(**{"collection.queue_capacity": 12}))
+    for i in range(3):
+        collector.track("feature_used", {"i": f"grown{i}"})  # room for 2 more
+    stats = collector.stats()
+    assert stats.events_pending == 12 and stats.events_dropped == 2
+    assert stats.queue_high_water == 12 and stats.balanced()
+
+    shrunk = collectors(small(**{"collection.queue_capacity": 10}), autostart=False)
+    shrunk.update_config(small(**{"collection.queue_capacity": 4}))
+    for i in range(6):
+        shrunk.track("feature_used", {"i": i})
+    stats = shrunk.stats()
+    assert stats.events_pending == 4 and stats.events_dropped == 2
+    assert stats.queue_high_water == 4 and stats.balanced()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from tachimeter.model import (
     EventType,
     UsageEventData,
 )
+from tachimeter.model.ids import uuid7_from_ns
+from tachimeter.model.timestamps import to_ns
 
 
 def test_spec_collector_creation(collectors: Any) -> None:
@@ -277,3 +282,118 @@ def test_an_unhashable_event_type_is_dead_lettered_not_raised(collectors: Any) -
     collector.track(["not", "a", "name"])  # type: ignore[arg-type]
     stats = collector.stats()
     assert stats.events_dead_lettered == 1 and stats.balanced()
+
+
+# -- the lock-free caller path: per-name routes, tallies, ids made on the worker -------------
+
+
+def test_a_cached_route_follows_every_config_change(collectors: Any) -> None:
+    """The per-name decision (sampling, filters) is rebuilt after update_config."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    none_kept = {"per_event_type": {"feature_used": {"rate": 0.0, "min_per_window": 0}}}
+    for _ in range(5):
+        collector.track("feature_used")  # the route is cached from the first call on
+    collector.update_config(make_config(sampling=none_kept))
+    for _ in range(5):
+        collector.track("feature_used")
+    collector.update_config(make_config(min_priority="high"))
+    for _ in range(5):
+        collector.track("feature_used")
+    collector.track("feature_used", priority=EventPriority.HIGH)
+    collector.update_config(make_config(enabled=False))
+    collector.track("feature_used", priority=EventPriority.CRITICAL)
+    collector.update_config(make_config())
+    collector.track("feature_used")
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert (stats.events_sampled_out, stats.events_filtered) == (5, 6)
+    assert stats.events_processed == len(sink.events()) == 7
+    assert stats.events_received == 18 and stats.balanced()
+
+
+def test_outcomes_decided_without_a_lock_are_counted_exactly_across_threads(
+    collectors: Any,
+) -> None:
+    """8 threads mixing kept, sampled and filtered events: every outcome counted once."""
+    sink = MemorySink()
+    config = make_config(
+        disabled_event_types=["search_performed"],
+        min_priority="normal",
+        sampling={"per_event_type": {"cpu_usage": {"rate": 0.3, "min_per_window": 0}}},
+        **{"collection.queue_capacity": 100_000, "collection.buffer_size": 500},
+    )
+    collector = collectors(config, sinks=[sink])
+    per_thread = 2_000
+
+    def produce(t: int) -> None:
+        for i in range(per_thread):
+            match i % 4:
+                case 0:
+                    collector.track("feature_used", {"t": t, "i": i})
+                case 1:
+                    collector.track("cpu_usage", {"t": t, "i": i})
+                case 2:
+                    collector.track("search_performed", {"t": t, "i": i})
+                case _:
+                    collector.track("feature_used", {"t": t, "i": i}, priority=EventPriority.LOW)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert collector.flush(timeout=30)
+    stats = collector.stats()
+    names = [e.event_name for e in sink.events()]
+    quarter = 8 * per_thread // 4
+    assert names.count("feature_used") == quarter
+    assert stats.events_filtered == 2 * quarter
+    assert stats.events_sampled_out == quarter - names.count("cpu_usage")
+    assert 0.2 * quarter < names.count("cpu_usage") < 0.4 * quarter
+    assert stats.events_received == 8 * per_thread and stats.balanced()
+    assert len({(e.data["t"], e.data["i"]) for e in sink.events()}) == len(names)
+
+
+def test_an_unknown_priority_is_dead_lettered_not_raised(collectors: Any) -> None:
+    collector = collectors()
+    collector.track("feature_used", priority="urgent")  # type: ignore[arg-type]
+    stats = collector.stats()
+    assert stats.events_dead_lettered == 1 and stats.balanced()
+    strict = collectors(make_config(strict=True))
+    with pytest.raises(CollectorError, match="priority"):
+        strict.track("feature_used", priority="urgent")  # type: ignore[arg-type]
+
+
+def test_ids_and_timestamps_come_from_the_callers_clock(collectors: Any) -> None:
+    """The worker's inline UUIDv7 matches tachimeter.model.ids, and timestamps are exact
+    across second boundaries and out-of-order times."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    base = dt.datetime(2025, 3, 1, 23, 59, 59, 999_998, tzinfo=dt.UTC)
+    offsets = [0, 1, 2, 1_000_000, -3_000_000, 86_400_000_000, 7]
+    times = [base + dt.timedelta(microseconds=us) for us in offsets]
+    for i, when in enumerate(times):
+        collector.track("feature_used", {"i": i}, timestamp=when)
+    assert collector.flush(timeout=10)
+    events = sorted(sink.events(), key=lambda e: e.data["i"])
+    assert [e.timestamp for e in events] == times
+    for event, when in zip(events, times, strict=True):
+        ns = to_ns(when)
+        assert event.id.version == 7 and event.id.variant == uuid.RFC_4122
+        assert event.id.int >> 62 == uuid7_from_ns(ns).int >> 62  # all but the random bits
+    by_time = sorted(events, key=lambda e: e.timestamp)
+    assert sorted(events, key=lambda e: e.id) == by_time
+    assert len({e.id for e in events}) == len(events)
+
+
+def test_a_name_tracked_before_shutdown_is_dropped_after_it(collectors: Any) -> None:
+    """Shutdown clears the cached routes, so the lock-free path cannot queue past it."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    collector.track("feature_used")
+    assert collector.shutdown(timeout=5)
+    collector.track("feature_used")
+    stats = collector.stats()
+    assert stats.dropped_by_reason == {"shutdown": 1} and stats.events_pending == 0
+    assert len(sink.events()) == 1 and stats.balanced()

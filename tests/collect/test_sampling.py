@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -84,3 +85,33 @@ def test_collector_applies_spec_defaults_and_overrides(collectors: Any) -> None:
     stats = collector.stats()
     assert stats.events_sampled_out == 55 - 6 + 50 - names.count("cpu_usage")
     assert stats.balanced()
+
+
+def test_min_per_window_is_exact_with_threads_deciding_at_once() -> None:
+    """Decisions take no collector lock: the window's minimum still holds exactly."""
+    sampler = Sampler(SamplingConfig(rate=0.0, min_per_window=37, window_seconds=60), seed=0)
+    kept: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def decide() -> None:
+        barrier.wait()
+        kept.append(sum(sampler.keep(5) for _ in range(2_000)))
+
+    threads = [threading.Thread(target=decide) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(kept) == 37
+    assert sampler.keep(60 * 10**9 + 5) is True  # the next window starts with the next event
+
+
+def test_a_sampler_without_minimum_is_a_single_draw() -> None:
+    """The collector inlines draw() < rate; with a minimum it must call keep()."""
+    plain = Sampler(SamplingConfig(rate=0.25, min_per_window=0), seed=3)
+    single = plain.single_draw
+    assert single is not None and single[1] == 0.25
+    twin = Sampler(SamplingConfig(rate=0.25, min_per_window=0), seed=3)
+    draw, rate = single
+    assert [draw() < rate for _ in range(200)] == [twin.keep(0) for _ in range(200)]
+    assert Sampler(SamplingConfig(rate=0.25, min_per_window=1)).single_draw is None
