@@ -1,4 +1,4 @@
-"""Event analytics: search with keyset pagination, trends, property statistics.
+"""Event analytics: search with keyset pagination, counts, trends, property statistics.
 
 Raw-event queries are time-bounded and go through ``analytics_events`` indexes
 (``(event_name, timestamp)``, ``(timestamp, event_name)``, ``(user_id, timestamp)``,
@@ -23,7 +23,7 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Literal, TypeAlias, get_args
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, get_args
 
 import msgspec
 
@@ -54,6 +54,7 @@ __all__ = [
     "PropertyStats",
     "Trend",
     "TrendSeries",
+    "count_events",
     "property_stats",
     "search_events",
     "trend",
@@ -190,6 +191,56 @@ def _record(row: Sequence[Any]) -> EventRecord:
     )
 
 
+class _EventFilter(NamedTuple):
+    """The filters of :func:`search_events` and :func:`count_events` but the time range,
+    checked, as SQL conditions on ``analytics_events`` (to AND together)."""
+
+    names: tuple[str, ...]
+    calls: tuple[str, ...]
+    categories: tuple[str, ...]
+    filters: tuple[PropertyFilter, ...]
+    clauses: list[str]
+    params: list[Any]
+
+
+def _event_filter(
+    event: str | Sequence[str] | None,
+    event_type: str | Sequence[str] | None,
+    category: str | EventCategory | Sequence[str | EventCategory] | None,
+    user_id: str | None,
+    session_id: str | None,
+    where: Sequence[PropertyFilter] | PropertyFilter | None,
+) -> _EventFilter:
+    names = _names(event, "event")
+    calls = _choices(event_type, "event_type", _CALL_KINDS)
+    categories = _choices(category, "category", _CATEGORIES)
+    filters = property_filters(where)
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, values in (("event_name", names), ("event_type", calls), ("category", categories)):
+        if values:
+            sql, p = _in(column, values)
+            clauses.append(sql)
+            params += p
+    for column, value in (("user_id", user_id), ("session_id", session_id)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise QueryError(f"{column} must be text, got {value!r}")
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    sql_filters, filter_params = filters_sql(filters)
+    return _EventFilter(
+        names, calls, categories, filters, clauses + sql_filters, params + filter_params
+    )
+
+
+def _bounds(start: TimeLike | None, end: TimeLike | None) -> tuple[str | None, str | None]:
+    """``start`` and ``end`` as stored timestamp text (None: unbounded)."""
+    lo = format_timestamp(to_utc(start, "start")) if start is not None else None
+    hi = format_timestamp(to_utc(end, "end")) if end is not None else None
+    return lo, hi
+
+
 def search_events(
     source: ReadSource,
     *,
@@ -222,30 +273,24 @@ def search_events(
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_SIZE:
         raise QueryError(f"limit must be an integer in [1, {MAX_PAGE_SIZE}], got {limit!r}")
-    names = _names(event, "event")
-    calls = _choices(event_type, "event_type", _CALL_KINDS)
-    categories = _choices(category, "category", _CATEGORIES)
-    filters = property_filters(where)
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, values in (("event_name", names), ("event_type", calls), ("category", categories)):
-        if values:
-            sql, p = _in(column, values)
-            clauses.append(sql)
-            params += p
-    lo = format_timestamp(to_utc(start, "start")) if start is not None else None
-    hi = format_timestamp(to_utc(end, "end")) if end is not None else None
-    for column, value in (("user_id", user_id), ("session_id", session_id)):
-        if value is not None:
-            if not isinstance(value, str):
-                raise QueryError(f"{column} must be text, got {value!r}")
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    sql_filters, filter_params = filters_sql(filters)
-    clauses += sql_filters
-    params += filter_params
+    chosen = _event_filter(event, event_type, category, user_id, session_id, where)
+    clauses = list(chosen.clauses)
+    params = list(chosen.params)
+    lo, hi = _bounds(start, end)
     fingerprint = hashlib.sha256(
-        _json_encode([names, calls, categories, lo, hi, user_id, session_id, filters, newest_first])
+        _json_encode(
+            [
+                chosen.names,
+                chosen.calls,
+                chosen.categories,
+                lo,
+                hi,
+                user_id,
+                session_id,
+                chosen.filters,
+                newest_first,
+            ]
+        )
     ).hexdigest()[:16]
     if cursor is not None:
         after_ts, after_id = _decode_cursor(cursor, fingerprint)
@@ -277,6 +322,46 @@ def search_events(
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1][3], rows[-1][0], fingerprint) if more else None
     return EventPage(events=[_record(r) for r in rows], next_cursor=next_cursor)
+
+
+def count_events(
+    source: ReadSource,
+    *,
+    event: str | Sequence[str] | None = None,
+    event_type: str | Sequence[str] | None = None,
+    category: str | EventCategory | Sequence[str | EventCategory] | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    where: Sequence[PropertyFilter] | PropertyFilter | None = None,
+) -> int:
+    """How many events :func:`search_events` would return with the same filters, by one
+    ``SELECT count(*)`` through the same indexes (no page is read).
+
+    >>> import sqlite3
+    >>> from tachimeter.store.migrations import all_migrations
+    >>> conn = sqlite3.connect(":memory:")
+    >>> for m in all_migrations(): _ = conn.executescript(m.up)
+    >>> count_events(conn, event="feature_used", start=dt.date(2024, 3, 1),
+    ...              where=[PropertyFilter("feature", "eq", "search")])
+    0
+    """
+    chosen = _event_filter(event, event_type, category, user_id, session_id, where)
+    clauses = list(chosen.clauses)
+    params = list(chosen.params)
+    lo, hi = _bounds(start, end)
+    if lo is not None:
+        clauses.append("timestamp >= ?")
+        params.append(lo)
+    if hi is not None:
+        clauses.append("timestamp < ?")
+        params.append(hi)
+    sql = "SELECT count(*) FROM analytics_events" + (
+        " WHERE " + " AND ".join(clauses) if clauses else ""
+    )
+    with read_connection(source) as conn:
+        return int(conn.execute(sql, params).fetchone()[0])
 
 
 # -- trends ---------------------------------------------------------------------------------

@@ -15,7 +15,11 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="tachimeter",
-    help="Local-first analytics and telemetry for AI-agent systems.",
+    help="Local-first analytics and telemetry for AI-agent systems.\n\n"
+    "Example: tachimeter demo --store .demo/analytics.db --serve\n\n"
+    "Example: tachimeter ingest events.jsonl --store analytics.db\n\n"
+    "Example: tachimeter query events --event tool_invoked --since 1d --store analytics.db\n\n"
+    "Example: tachimeter report --since 7d --store analytics.db -o report.html",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -90,14 +94,43 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``tachimeter`` console script."""
+    """Entry point of the ``tachimeter`` console script.
+
+    Our errors and the parser's usage errors (a bad choice, a missing argument, an unknown
+    option) print one ``error: ...`` line and exit 2.
+    """
+    import importlib
+
     from tachimeter.errors import TachimeterError
 
+    # click's exception classes: typer 0.29 vendors click, earlier versions use the click
+    # package; typer.BadParameter is theirs either way.
+    errors = importlib.import_module(typer.BadParameter.__module__)
     try:
-        app()
+        # Not standalone: usage errors are raised rather than printed in a box, and the
+        # code of a typer.Exit (--help, --version, a command's own exit) is returned.
+        code = app(standalone_mode=False)
     except TachimeterError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    except errors.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # `tachimeter query` alone: the help is the answer (rich printed it already).
+            if exc.format_message():
+                exc.show()
+            raise SystemExit(2) from None
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        if message[1:2].islower():
+            message = message[0].lower() + message[1:]
+        if isinstance(exc, errors.UsageError):
+            command = exc.ctx.command_path if exc.ctx is not None else "tachimeter"
+            message = f"{message.rstrip('.')} (see {command} --help)"
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 # Commands defined in their own modules (cheap to import: their work is imported lazily).

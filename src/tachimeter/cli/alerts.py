@@ -21,7 +21,8 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="alerts",
-    help="Check alert rule files, list live alerts, show alert history.",
+    help="Check alert rule files, list live alerts, show alert history.\n\n"
+    "Example: tachimeter alerts check alerts.toml --db ./analytics.db",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

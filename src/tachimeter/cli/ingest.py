@@ -12,26 +12,40 @@ others are stored, and the run exits 1 unless ``--allow-rejects``.
 JSON lines: one event per line in the wire shape (:func:`tachimeter.model.codec.event_to_builtins`),
 which is what ``JsonlFileSink`` and ``tachimeter demo --out`` write. Blank lines are skipped.
 
-CSV (UTF-8, a header row, then one event per row):
+CSV (UTF-8, a header row, then one event per row). The columns ``tachimeter export --what
+events --format csv`` writes are all accepted, so an exported CSV ingested into another
+store gives the same rows (same ids: ingesting it again stores nothing new):
 
 ============================  ============================================================
 column                        meaning
 ============================  ============================================================
-``event`` (or ``event_type``  the event name, required: a built-in name (``tool_invoked``)
-or ``event_name``)            or a custom one (``search_performed``)
+``event`` or ``event_name``   the event name, required: a built-in name (``tool_invoked``)
+                              or a custom one (``search_performed``)
+``event_type``                the event name when there is no ``event`` or ``event_name``
+                              column; next to one of them, the call kind, as in spec 355's
+                              table and the export (same as ``call``)
 ``timestamp``                 required: ISO-8601 (no offset means UTC) or Unix seconds
-``user_id``, ``session_id``   optional; an empty cell is no value
-``properties``                a JSON object: the event's properties
+``user_id``, ``session_id``   optional; an empty cell is no value (in every column)
+``properties``                the event's data as JSON, usually an object; another JSON
+                              value is custom data
 ``prop.<key>``                one property each; a cell that is a JSON number, ``true``,
                               ``false`` or ``null`` is that value, any other text is
                               text, an empty cell leaves the property out; these win over
-                              the same key in ``properties``
+                              the same key in ``properties`` (which must then be an object)
+``context``                   a JSON object as stored (``tachimeter.model.rows``): its
+                              ``category``, ``priority``, ``data_kind`` (how to read
+                              ``properties``) and ``session_assigned``; ``library`` is
+                              ignored (the store writes its own); every other key is
+                              metadata
 ``id``                        the event id (a UUID). Without it, an id is derived from the
                               row's content and time (a UUIDv7), so the same file
                               ingested twice stores each event once
 ``category``, ``priority``,   as in the wire shape (``usage``, ``high``, ``track`` /
-``call``, ``page_url``,       ``page`` / ``identify``, ...)
-``referrer``
+``call``, ``page_url``,       ``page`` / ``identify``, ...); ``category`` and ``priority``
+``referrer``                  win over the context's
+``mission_id``                the event's mission: the store takes it from
+                              ``properties.mission_id`` or the metadata's ``mission_id``,
+                              so the cell is used (as metadata) only when neither has one
 ============================  ============================================================
 
 Any other column is refused before anything is read: name properties ``prop.<key>``.
@@ -63,17 +77,26 @@ __all__ = ["CsvMapping", "IngestReport", "ingest", "ingest_stream"]
 # and a batch with every projection is a fraction of a second, so a server writing to the
 # same store waits little.
 DEFAULT_BATCH: Final = 1_000
-_NAME_COLUMNS: Final = ("event", "event_type", "event_name")
-_TEXT_COLUMNS: Final = (
-    "user_id",
-    "session_id",
-    "category",
-    "priority",
-    "call",
-    "page_url",
-    "referrer",
+_NAME_COLUMNS: Final = ("event", "event_name")
+# Spec 355's column: the event name on its own, the call kind next to a name column.
+_EVENT_TYPE: Final = "event_type"
+_TEXT_COLUMNS: Final = ("user_id", "session_id", "category", "priority", "page_url", "referrer")
+_KNOWN: Final = frozenset(
+    {
+        *_NAME_COLUMNS,
+        _EVENT_TYPE,
+        *_TEXT_COLUMNS,
+        "call",
+        "id",
+        "timestamp",
+        "properties",
+        "context",
+        "mission_id",
+    }
 )
-_KNOWN: Final = frozenset({*_NAME_COLUMNS, *_TEXT_COLUMNS, "id", "timestamp", "properties"})
+# Keys of a stored context that are wire fields, not metadata (tachimeter.model.rows).
+_CONTEXT_FIELDS: Final = ("category", "priority", "data_kind", "session_assigned")
+_CONTEXT_IGNORED: Final = "library"
 _PROPERTY_PREFIX: Final = "prop."
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 
@@ -128,6 +151,39 @@ def _cell_value(text: str) -> Any:
     return text
 
 
+def _apply_context(text: str, wire: dict[str, Any]) -> None:
+    """A stored context's wire fields and metadata into ``wire`` (``tachimeter.model.rows``
+    writes them; ``row_to_event`` reads them the same way)."""
+    import msgspec
+
+    try:
+        context = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise _Reject(f"context: not valid JSON ({exc})") from None
+    if not isinstance(context, dict):
+        raise _Reject(f"context: must be a JSON object, got {type(context).__name__}")
+    metadata = {}
+    for key, value in context.items():
+        if key in _CONTEXT_FIELDS:
+            wire[key] = value
+        elif key != _CONTEXT_IGNORED:
+            metadata[key] = value
+    if metadata:
+        wire["metadata"] = metadata
+
+
+def _apply_mission(mission_id: str, wire: dict[str, Any]) -> None:
+    """The ``mission_id`` cell as metadata, unless the data or the metadata name one (the
+    store takes the mission from there)."""
+    data = wire.get("data")
+    metadata = wire.get("metadata", {})
+    if isinstance(data, dict) and data.get("mission_id") is not None:
+        return
+    if metadata.get("mission_id") is not None:
+        return
+    wire["metadata"] = {**metadata, "mission_id": mission_id}
+
+
 class CsvMapping:
     """Turns CSV rows into wire events by the column mapping (module docstring).
 
@@ -140,7 +196,19 @@ class CsvMapping:
     ('tool_invoked', {'duration_ms': 120}, 'u1')
     """
 
-    __slots__ = ("_id", "_name", "_properties", "_props", "_seen", "_texts", "_timestamp", "width")
+    __slots__ = (
+        "_call",
+        "_context",
+        "_id",
+        "_mission",
+        "_name",
+        "_properties",
+        "_props",
+        "_seen",
+        "_texts",
+        "_timestamp",
+        "width",
+    )
 
     def __init__(self, header: Sequence[str]) -> None:
         from tachimeter.errors import ValidationError
@@ -162,10 +230,20 @@ class CsvMapping:
                     f"(write prop.{column} to keep it as one)"
                 )
         names = [c for c in columns if c in _NAME_COLUMNS]
+        calls = [c for c in columns if c == "call"]
+        if not names and _EVENT_TYPE in seen:
+            names = [_EVENT_TYPE]
+        elif _EVENT_TYPE in seen:
+            calls.insert(0, _EVENT_TYPE)
         if len(names) != 1:
             raise ValidationError(
-                "CSV header: name the event in exactly one column, event (or event_type, "
-                f"event_name); got {', '.join(names) or 'none'}"
+                "CSV header: name the event in exactly one column, event or event_name "
+                f"(or event_type without them); got {', '.join(names) or 'none'}"
+            )
+        if len(calls) > 1:
+            raise ValidationError(
+                "CSV header: the call kind is in two columns, event_type (next to "
+                f"{names[0]}, it is the call kind) and call; keep one"
             )
         if "timestamp" not in seen:
             raise ValidationError("CSV header: a timestamp column is required")
@@ -174,7 +252,10 @@ class CsvMapping:
         self._name = index[names[0]]
         self._timestamp = index["timestamp"]
         self._id = index.get("id")
+        self._call = index[calls[0]] if calls else None
         self._properties = index.get("properties")
+        self._context = index.get("context")
+        self._mission = index.get("mission_id")
         self._texts = tuple((c, index[c]) for c in _TEXT_COLUMNS if c in index)
         self._props = tuple(
             (c[len(_PROPERTY_PREFIX) :], i)
@@ -186,8 +267,6 @@ class CsvMapping:
 
     def wire(self, cells: Sequence[str]) -> dict[str, Any]:
         """The wire dict of one row; raises ``_Reject`` saying which cell is wrong."""
-        import msgspec
-
         from tachimeter.model.event_types import EventType, event_type_from_name
 
         if len(cells) != self.width:
@@ -200,26 +279,46 @@ class CsvMapping:
             "event_type": kind.value if isinstance(kind, EventType) else {"custom": name},
             "timestamp": self._timestamp_text(cells[self._timestamp].strip()),
         }
+        if self._context is not None and cells[self._context].strip():
+            _apply_context(cells[self._context], wire)
         for column, i in self._texts:
             if cells[i] != "":
                 wire[column] = cells[i]
-        data: dict[str, Any] = {}
-        if self._properties is not None and cells[self._properties].strip():
-            try:
-                decoded = msgspec.json.decode(cells[self._properties])
-            except msgspec.DecodeError as exc:
-                raise _Reject(f"properties: not valid JSON ({exc})") from None
-            if not isinstance(decoded, dict):
-                raise _Reject(f"properties: must be a JSON object, got {type(decoded).__name__}")
-            data.update(decoded)
-        for key, i in self._props:
-            if cells[i] != "":
-                data[key] = _cell_value(cells[i])
-        if data:
-            wire["data"] = data
+        if self._call is not None and cells[self._call] != "":
+            wire["call"] = cells[self._call]
+        self._apply_data(cells, wire)
+        if self._mission is not None and cells[self._mission].strip():
+            _apply_mission(cells[self._mission].strip(), wire)
         given = cells[self._id].strip() if self._id is not None else ""
         wire["id"] = given or self._derived_id(wire)
         return wire
+
+    def _apply_data(self, cells: Sequence[str], wire: dict[str, Any]) -> None:
+        """``properties`` and the ``prop.*`` cells as the wire's ``data`` (none: no data)."""
+        import msgspec
+
+        data: Any = None
+        given = False
+        if self._properties is not None and cells[self._properties].strip():
+            try:
+                data = msgspec.json.decode(cells[self._properties])
+            except msgspec.DecodeError as exc:
+                raise _Reject(f"properties: not valid JSON ({exc})") from None
+            given = True
+        props = {key: _cell_value(cells[i]) for key, i in self._props if cells[i] != ""}
+        if props:
+            if data is None:
+                data = {}
+            elif not isinstance(data, dict):
+                raise _Reject(
+                    "properties: must be a JSON object for prop.<key> cells to add to, "
+                    f"got {type(data).__name__}"
+                )
+            data.update(props)
+            given = True
+        # An empty object is data too: "{}" stays "{}", unlike an empty cell.
+        if given:
+            wire["data"] = data
 
     @staticmethod
     def _timestamp_text(text: str) -> str:
@@ -540,14 +639,18 @@ def ingest(
     Rejected records are listed (line 17: $.timestamp: ...) and the others stored; the
     exit status is 1 when any was rejected, unless --allow-rejects. Events already in
     the store are skipped, so a file can be ingested again after fixing it. CSV columns:
-    event, timestamp, user_id, session_id, properties (a JSON object) and prop.<key>
-    columns, id, category, priority, call, page_url, referrer.
+    event (or event_name), timestamp, user_id, session_id, properties (JSON) and
+    prop.<key> columns, id, category, priority, call, page_url, referrer, context,
+    mission_id: every column of tachimeter export --what events --format csv, which
+    ingests back to the same rows.
 
     Example: tachimeter ingest events.jsonl --store analytics.db
 
     Example: gunzip -c events.jsonl.gz | tachimeter ingest - --store analytics.db
 
     Example: tachimeter ingest signups.csv --allow-rejects
+
+    Example: tachimeter ingest exported.csv --store copy.db  (written by tachimeter export)
     """
     from rich.console import Console
 

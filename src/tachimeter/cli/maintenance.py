@@ -17,7 +17,8 @@ from rich.table import Table
 __all__ = ["rebuild", "retention_app"]
 
 retention_app = typer.Typer(
-    help="Apply the configured retention: delete data past its age, per table and tier.",
+    help="Apply the configured retention: delete data past its age, per table and tier.\n\n"
+    "Example: tachimeter retention run --db ./analytics.db",
     no_args_is_help=True,
 )
 

@@ -23,7 +23,8 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="migrate",
-    help="Show, apply and revert the store's schema migrations.",
+    help="Show, apply and revert the store's schema migrations.\n\n"
+    "Example: tachimeter migrate status --db ./analytics.db",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

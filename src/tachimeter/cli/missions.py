@@ -37,7 +37,8 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="missions",
-    help="Stored missions: list, show one, statistics, comparisons, failure patterns.",
+    help="Stored missions: list, show one, statistics, comparisons, failure patterns.\n\n"
+    "Example: tachimeter missions stats --since 30d --backend anthropic",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -41,7 +41,10 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="query",
-    help="Query a store: events, trends, funnels, retention, metrics, read-only SQL.",
+    help="Query a store: events, trends, funnels, retention, metrics, read-only SQL.\n\n"
+    "Example: tachimeter query events --event tool_invoked --since 1d --limit 20\n\n"
+    "Example: tachimeter query trends --event mission_completed --since 30d --breakdown model\n\n"
+    'Example: tachimeter query sql "SELECT event_name, count(*) FROM analytics_events GROUP BY 1"',
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -172,40 +175,40 @@ def events(
 
     Example: tachimeter query events --count --since 2024-03-01 --until 2024-04-01
     """
-    from tachimeter.analyze.events import search_events
+    from tachimeter.analyze.events import count_events, search_events
 
     with reported_errors(), read_store(store) as conn:
         start, end = time_range(since, until)
-        filters = parse_where(where)
-        found: list[EventRecord] = []
-        matched = 0
-        cursor: str | None = None
-        while True:
-            wanted = _PAGE if count else min(_PAGE, limit - len(found))
-            page = search_events(
-                conn,
-                event=event or None,
-                event_type=call or None,
-                category=category or None,
-                start=start,
-                end=end if until is not None else None,  # events a few seconds ahead too
-                user_id=user,
-                session_id=session,
-                where=filters or None,
-                limit=wanted,
-                cursor=cursor,
-                newest_first=not oldest_first,
-            )
-            matched += len(page.events)
-            if not count:
+        # The same filters for the count and the listing.
+        filters: dict[str, Any] = {
+            "event": event or None,
+            "event_type": call or None,
+            "category": category or None,
+            "start": start,
+            "end": end if until is not None else None,  # events a few seconds ahead too
+            "user_id": user,
+            "session_id": session,
+            "where": parse_where(where) or None,
+        }
+        if count:
+            shown = record_of("count", {"events": count_events(conn, **filters)})
+        else:
+            found: list[EventRecord] = []
+            cursor: str | None = None
+            while len(found) < limit:
+                page = search_events(
+                    conn,
+                    **filters,
+                    limit=min(_PAGE, limit - len(found)),
+                    cursor=cursor,
+                    newest_first=not oldest_first,
+                )
                 found += page.events
-            cursor = page.next_cursor
-            if cursor is None or (not count and len(found) >= limit):
-                break
-    if count:
-        write_rows(record_of("count", {"events": matched}), format.value)
-    else:
-        write_rows(_event_rows(found), format.value)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            shown = _event_rows(found)
+    write_rows(shown, format.value)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Row writers: CSV, JSON lines and Parquet, each written chunk by chunk as rows arrive.
 
 * **CSV** (RFC 4180, UTF-8): a header, then one line per row; NULL is an empty field,
-  booleans ``true``/``false``, JSON columns as their JSON text.
+  booleans ``true``/``false``, JSON columns as their JSON text. ``tachimeter ingest``
+  reads a CSV of events back to the same rows (``tachimeter.cli.ingest``'s mapping).
 * **JSON lines**: one object per line. Events are written in the wire shape of
   ``tachimeter.model.codec`` (what ``JsonlFileSink`` writes), so an export can be
   ingested again; other rows as ``{column: value}`` with JSON columns decoded.

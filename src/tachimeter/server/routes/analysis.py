@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -250,46 +251,44 @@ def missions_list(
         int, Parameter(description="At most this many, 1 to 1000.", ge=1, le=1000)
     ] = 100,
 ) -> list[MissionRow]:
-    """Missions created in the range that match the filters."""
-    lo, hi = time_range(start, end, default_start="-30d")
-    clauses = ["created_at >= ?", "created_at < ?"]
-    params: list[Any] = [_stamp(lo), _stamp(hi)]
-    for column, value in (("backend", backend), ("model", model), ("status", status)):
-        chosen = names(value)
-        if chosen:
-            clauses.append(f"{column} IN ({', '.join('?' * len(chosen))})")
-            params += chosen
-    tags = names(tag)
-    if tags:
-        clauses.append(
-            "mission_key IN (SELECT mission_key FROM mission_tags WHERE tag IN "
-            f"({', '.join('?' * len(tags))}))"
-        )
-        params += tags
-    rows = server_state(request).store.execute(
-        "SELECT mission_id, status, backend, model, tags, created_at, ended_at, "
-        "execution_time_ms, step_count, tool_calls, total_tokens, total_cost, error_message "
-        f"FROM missions WHERE {' AND '.join(clauses)} ORDER BY created_at DESC LIMIT ?",
-        [*params, limit],
-    )
+    """Missions created in the range that match the filters (``list_missions``)."""
+    from tachimeter.analyze.missions import list_missions
+
+    chosen = _mission_filter(start, end, backend, model, tag, status)
+    with server_state(request).store.reader() as conn:
+        listed = list_missions(conn, chosen, limit=limit)
+        messages = _error_messages(conn, [m.mission_id for m in listed])
     return [
         MissionRow(
-            mission_id=r[0],
-            status=r[1],
-            backend=r[2],
-            model=r[3],
-            tags=msgspec.json.decode(r[4] or "[]"),
-            created_at=r[5],
-            ended_at=r[6],
-            execution_time_ms=r[7],
-            step_count=r[8],
-            tool_calls=r[9],
-            total_tokens=r[10],
-            total_cost=r[11],
-            error_message=r[12],
+            mission_id=m.mission_id,
+            status=m.status.value,
+            backend=m.backend or None,
+            model=m.model or None,
+            tags=list(m.tags),
+            created_at=_stamp(m.created_at),
+            ended_at=None if m.ended_at is None else _stamp(m.ended_at),
+            execution_time_ms=m.execution_time_ms,
+            step_count=m.step_count,
+            tool_calls=m.tool_calls,
+            total_tokens=m.total_tokens,
+            total_cost=m.total_cost,
+            error_message=messages.get(m.mission_id),
         )
-        for r in rows
+        for m in listed
     ]
+
+
+def _error_messages(conn: sqlite3.Connection, mission_ids: list[str]) -> dict[str, str]:
+    """The error messages of the listed missions that have one (``MissionSummary`` carries
+    the error code only), by the unique ``mission_id`` index."""
+    if not mission_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT mission_id, error_message FROM missions WHERE error_message IS NOT NULL "
+        "AND mission_id IN (SELECT value FROM json_each(?))",
+        (msgspec.json.encode(mission_ids).decode(),),
+    )
+    return dict(rows.fetchall())
 
 
 def _stamp(value: dt.datetime) -> str:
