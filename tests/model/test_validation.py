@@ -186,3 +186,26 @@ def test_validate_events_reads_the_clock() -> None:
     results = validate_events([fresh, fresh, future])
     assert results[:2] == [None, None]
     assert results[2] is not None and not results[2].valid
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=3),
+    st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10)),
+    st.sampled_from([validation.DEFAULT_LIMITS, ValidationLimits(clock_skew_seconds=0.5)]),
+)
+def test_clock_reading_shortcut_never_passes_what_the_seconds_check_refuses(
+    later: float, offset: dt.timedelta, limits: ValidationLimits
+) -> None:
+    """Against a clock reading in seconds, the envelope passes a timestamp only where the
+    1 ms-margin comparison of seconds passes it, and passes it well inside its bounds."""
+    event = EventBuilder(EventType.FEATURE_USED).timestamp(NOW + offset).build()
+    validate_event(event, now=NOW)  # the metadata is known from here on
+    seconds = NOW.timestamp() + later  # readings a window apart share a window, or not
+    ahead = event.timestamp.timestamp() - seconds
+    passes = validation.measure_clean_envelope(event, seconds, limits) is not None
+    max_age = limits.max_age_days_warning * 86_400
+    if passes:
+        assert 0.001 - max_age < ahead < limits.clock_skew_seconds - 0.001
+    if 0.01 - max_age < ahead < limits.clock_skew_seconds - 0.01:
+        assert passes

@@ -260,6 +260,7 @@ def event_from_builtins(obj: Any) -> AnalyticsEvent:
 # object-valued field, and `,"` never occurs inside a JSON string (a quote there is `\"`).
 _EMPTY_CUSTOM: Final = b',"custom":{}}'
 _KEY_VALUE_KIND: Final = b',"data_kind":"key_value"}'
+_CUSTOM_CUT: Final = len(_EMPTY_CUSTOM) - 1  # all but the metadata's closing brace
 
 
 def _encode_json(event: AnalyticsEvent) -> bytes:
@@ -274,12 +275,14 @@ def _encode_json(event: AnalyticsEvent) -> bytes:
                 raw = _json_encoder.encode(event)
             except Exception:  # let the general path raise its own error
                 return _json_encoder.encode(event_to_builtins(event))
-            if metadata is not _EMPTY_METADATA:  # omitted (by identity) when the default
-                cut = raw.rfind(_EMPTY_CUSTOM)
-                if cut < 0:  # pragma: no cover - the metadata always ends so
-                    return _json_encoder.encode(event_to_builtins(event))
-                raw = raw[:cut] + raw[cut + len(_EMPTY_CUSTOM) - 1 :]
-            return raw if data is None else raw[:-1] + _KEY_VALUE_KIND
+            if metadata is _EMPTY_METADATA:  # omitted (by identity) when the default
+                return raw if data is None else raw[:-1] + _KEY_VALUE_KIND
+            cut = raw.rfind(_EMPTY_CUSTOM)
+            if cut < 0:  # pragma: no cover - the metadata always ends so
+                return _json_encoder.encode(event_to_builtins(event))
+            if data is None:
+                return raw[:cut] + raw[cut + _CUSTOM_CUT :]
+            return raw[:cut] + raw[cut + _CUSTOM_CUT : -1] + _KEY_VALUE_KIND
     return _json_encoder.encode(event_to_builtins(event))
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from tachimeter.model.data import BusinessEventData, ErrorEventData, UsageEventData
-from tachimeter.model.event_types import Custom, EventType, check_custom_name
+from tachimeter.model.event_types import Custom, EventCategory, EventType, check_custom_name
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import RESERVED_CONTEXT_KEYS
 
@@ -196,9 +196,13 @@ def validate_events(
     return results
 
 
-# Enum members read from the class cost a lookup through the metaclass each time.
-_TOKENS_CONSUMED: Final = EventType.TOKENS_CONSUMED
-_ERROR_OCCURRED: Final = EventType.ERROR_OCCURRED
+# The category of each named type whose events need no warning from the type alone
+# (tokens_consumed and error_occurred expect a particular data variant).
+_QUIET_CATEGORY: Final[dict[object, EventCategory]] = {
+    kind: kind.category()
+    for kind in EventType
+    if kind not in (EventType.TOKENS_CONSUMED, EventType.ERROR_OCCURRED)
+}
 # Custom event names seen to be valid; names are few, the bound guards against ids as names.
 _good_custom_names: set[str] = set()
 
@@ -207,46 +211,8 @@ def _is_clean(event: AnalyticsEvent, now: dt.datetime | float, limits: Validatio
     """Whether the full check would find nothing: the common event, flat key-value or no
     data, judged without building a message. False means "run the full check", not
     "invalid". ``now`` is a datetime (exact) or Unix seconds (from ``time.time()``)."""
-    ts = event.timestamp
-    if type(ts) is not dt.datetime or ts.tzinfo is None:
-        return False
-    oldest = -limits.max_age_days_warning * 86_400
-    if isinstance(now, float):
-        # A margin of 1 ms keeps float rounding from deciding a boundary case; the full
-        # check, which reads its own clock, takes those.
-        ahead = ts.timestamp() - now
-        if not oldest + 0.001 < ahead < limits.clock_skew_seconds - 0.001:
-            return False
-    else:
-        if now.tzinfo is None:
-            return False
-        ahead = (ts - now).total_seconds()
-        if ahead > limits.clock_skew_seconds or ahead < oldest:
-            return False
-    etype = event.event_type
-    if type(etype) is EventType:
-        if etype is _TOKENS_CONSUMED or etype is _ERROR_OCCURRED:
-            return False
-    elif type(etype) is Custom:
-        name = etype.name
-        if name not in _good_custom_names:
-            if type(name) is not str or check_custom_name(name) is not None:
-                return False
-            if name in EventType._value2member_map_:
-                return False
-            if len(_good_custom_names) >= 1024:
-                _good_custom_names.clear()
-            _good_custom_names.add(name)
-    else:
-        return False
-    if event.category is not etype.category():
-        return False
-    metadata = event.metadata
-    cached = _checked_metadata.get(id(metadata))
-    if cached is None or cached[0] is not metadata:
-        return False
-    custom = metadata.custom
-    if custom and not RESERVED_CONTEXT_KEYS.isdisjoint(custom):
+    metadata_bytes = measure_clean_envelope(event, now, limits)
+    if metadata_bytes is None:
         return False
     data = event.data
     if type(data) is dict:
@@ -257,13 +223,110 @@ def _is_clean(event: AnalyticsEvent, now: dt.datetime | float, limits: Validatio
         data_bytes = 4  # `null`
     else:
         return False
-    if data_bytes + cached[1] > limits.max_event_bytes:
-        return False
+    return data_bytes + metadata_bytes <= limits.max_event_bytes
+
+
+def measure_clean_envelope(
+    event: AnalyticsEvent, now: dt.datetime | float, limits: ValidationLimits
+) -> int | None:
+    """The encoded size of the event's metadata when everything but its data passes the
+    checks of :func:`validate_event` with nothing to report (timestamp, type, category,
+    metadata, ids); None when the full check must decide. May raise on odd objects.
+
+    Internal, for pipeline stages that check the data in their own pass over it
+    (``tachimeter.privacy.prepare_event``); the data itself is not looked at. ``now`` is
+    a datetime (exact) or Unix seconds (from ``time.time()``).
+    """
+    ts = event.timestamp
+    if type(ts) is not dt.datetime or ts.tzinfo is None:
+        return None
+    if type(now) is float:
+        window = _window
+        if window[0] is not limits or not window[1] <= now < window[2]:
+            window = _timestamp_window(limits, now)
+        if not window[3] < ts < window[4]:
+            # A margin of 1 ms keeps float rounding from deciding a boundary case; the
+            # full check, which reads its own clock, takes those.
+            ahead = ts.timestamp() - now
+            if not (
+                0.001 - limits.max_age_days_warning * 86_400
+                < ahead
+                < limits.clock_skew_seconds - 0.001
+            ):
+                return None
+    elif isinstance(now, dt.datetime):
+        if now.tzinfo is None:
+            return None
+        ahead = (ts - now).total_seconds()
+        if ahead > limits.clock_skew_seconds or ahead < -limits.max_age_days_warning * 86_400:
+            return None
+    else:
+        return None
+    etype = event.event_type
+    # One lookup answers "a named type that needs no warning, in its own category".
+    if _QUIET_CATEGORY.get(etype) is not event.category:
+        if type(etype) is not Custom:
+            return None
+        name = etype.name
+        if name not in _good_custom_names:
+            if type(name) is not str or check_custom_name(name) is not None:
+                return None
+            if name in EventType._value2member_map_:
+                return None
+            if len(_good_custom_names) >= 1024:
+                _good_custom_names.clear()
+            _good_custom_names.add(name)
+        if event.category is not etype.category():
+            return None
+    metadata = event.metadata
+    cached = _checked_metadata.get(id(metadata))
+    if cached is None or cached[0] is not metadata:
+        return None
+    if metadata.custom and not RESERVED_CONTEXT_KEYS.isdisjoint(metadata.custom):
+        return None
     max_len = limits.max_string_length
-    for value in (event.session_id, event.user_id, event.page_url, event.referrer):
-        if value is not None and (type(value) is not str or len(value) > max_len):
-            return False
-    return True
+    value = event.session_id
+    if value is not None and (type(value) is not str or len(value) > max_len):
+        return None
+    value = event.user_id
+    if value is not None and (type(value) is not str or len(value) > max_len):
+        return None
+    if event.page_url is not None or event.referrer is not None:
+        for value in (event.page_url, event.referrer):
+            if value is not None and (type(value) is not str or len(value) > max_len):
+                return None
+    return cached[1]
+
+
+_WINDOW_SECONDS: Final = 1.0
+_NO_TIME: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
+# (limits, from, until, oldest, newest): timestamps strictly between oldest and newest
+# pass the age and clock-skew checks at any clock reading in [from, until), with 2 ms to
+# spare for float rounding. Comparing datetimes is cheaper than converting one to
+# seconds. Replaced whole, so threads see a consistent tuple.
+_window: tuple[object, float, float, dt.datetime, dt.datetime] = (
+    None,
+    0.0,
+    0.0,
+    _NO_TIME,
+    _NO_TIME,
+)
+
+
+def _timestamp_window(
+    limits: ValidationLimits, now: float
+) -> tuple[object, float, float, dt.datetime, dt.datetime]:
+    global _window
+    until = now + _WINDOW_SECONDS
+    try:
+        oldest = dt.datetime.fromtimestamp(
+            until - limits.max_age_days_warning * 86_400 + 0.002, dt.UTC
+        )
+        newest = dt.datetime.fromtimestamp(now + limits.clock_skew_seconds - 0.002, dt.UTC)
+    except (OverflowError, OSError, ValueError):  # bounds beyond datetime: no shortcut
+        oldest = newest = _NO_TIME
+    _window = (limits, now, until, oldest, newest)
+    return _window
 
 
 def _check_event(

@@ -5,6 +5,6 @@
 'postgres://app:[REDACTED]@db:5432/prod'
 """
 
-from tachimeter.privacy.scrubber import DEFAULT_SCRUBBER, Scrubber, sanitize_event
+from tachimeter.privacy.scrubber import DEFAULT_SCRUBBER, Scrubber, prepare_event, sanitize_event
 
-__all__ = ["DEFAULT_SCRUBBER", "Scrubber", "sanitize_event"]
+__all__ = ["DEFAULT_SCRUBBER", "Scrubber", "prepare_event", "sanitize_event"]

@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     import hmac
 
 import binascii
+import datetime as dt
 import functools
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, Final, Literal, NamedTuple
@@ -38,7 +41,10 @@ from tachimeter.model import (
     EventMetadata,
     PerformanceEventData,
     UsageEventData,
+    ValidationResult,
+    validate_event,
 )
+from tachimeter.model.validation import DEFAULT_LIMITS, ValidationLimits, measure_clean_envelope
 from tachimeter.privacy.patterns import (
     PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -49,7 +55,7 @@ from tachimeter.privacy.patterns import (
     normalize_key,
 )
 
-__all__ = ["DEFAULT_SCRUBBER", "Scrubber", "sanitize_event"]
+__all__ = ["DEFAULT_SCRUBBER", "Scrubber", "prepare_event", "sanitize_event"]
 
 # The shortest secret a built-in pattern can find is a `key=value` pair like `pwd=x`;
 # without `=` or `:` it is a bearer or basic credential (`Bearer abc123`, 13 characters).
@@ -78,6 +84,7 @@ _MAX_KEY_LENGTH: Final = 64
 _TEXT_CACHE_SIZE: Final = 2048
 _MAX_CACHED_LENGTH: Final = 512
 _NOT_CACHED: Final = object()
+_DROPPED: Final = object()
 # Every token but a PEM block is a run of at least _MIN_TOKEN_LENGTH of these characters
 # (tests check it against the patterns), so text without such a run skips the token
 # regex. The run is found by mapping the UTF-8 bytes through a table and looking for
@@ -835,6 +842,125 @@ class Scrubber:
                 append(sanitize(event))
         return out
 
+    def prepare_event(
+        self,
+        event: AnalyticsEvent,
+        *,
+        limits: ValidationLimits = DEFAULT_LIMITS,
+        now: dt.datetime | None = None,
+    ) -> tuple[AnalyticsEvent, ValidationResult | None]:
+        """Validate and sanitize ``event`` in one step: what a pipeline does to each event.
+
+        Returns ``(sanitize_event(event), None)`` when :func:`validate_event` finds nothing
+        to report (the common case, which then allocates no result), the sanitized event
+        and the result when it only warns, and ``(event, result)`` unsanitized when the
+        event is invalid. Never raises for an event :meth:`sanitize_event` accepts.
+
+        The common event (key-value data of scalars, the metadata seen before, no URLs)
+        is checked and scrubbed in one pass over its values; anything else takes the two
+        steps in turn. Both give the same events, results and ``scrubbed_count``.
+
+        >>> from tachimeter.model import AnalyticsEvent, EventType
+        >>> event = AnalyticsEvent.new(EventType.FEATURE_USED, {"note": "pwd=hunter2", "n": 1})
+        >>> prepared, result = Scrubber().prepare_event(event)
+        >>> prepared.data, result
+        ({'note': 'pwd=[REDACTED]', 'n': 1}, None)
+        """
+        return prepare_event(event, self, limits=limits, now=now)
+
+    def prepare_events(
+        self,
+        events: Iterable[AnalyticsEvent],
+        *,
+        limits: ValidationLimits = DEFAULT_LIMITS,
+        now: dt.datetime | None = None,
+    ) -> list[tuple[AnalyticsEvent, ValidationResult | None]]:
+        """:meth:`prepare_event` for each event, in order, the clock read once.
+
+        >>> from tachimeter.model import AnalyticsEvent, EventType
+        >>> event = AnalyticsEvent.new(EventType.FEATURE_USED, {"feature": "search"})
+        >>> Scrubber().prepare_events([event]) == [(event, None)]
+        True
+        """
+        if now is None:
+            now = dt.datetime.now(dt.UTC)
+        prepare = self.prepare_event
+        return [prepare(event, limits=limits, now=now) for event in events]
+
+    def _prepare_flat(self, data: dict[Any, Any], max_length: int, budget: int) -> Any:
+        """``data`` scrubbed as :meth:`_scrub_dict` would, if validation finds nothing in
+        it and its encoded size fits ``budget``; None when the full steps must decide.
+
+        Only string keys and scalar values are taken (strings of at most ``max_length``,
+        finite floats). Replacements are counted only when the pass succeeds, so a
+        caller that falls back to the full steps counts each one once.
+        """
+        key_action = self._key_cache.get
+        finite = math.isfinite
+        chars = 0
+        count = 0
+        out: dict[str, Any] | None = None
+        new: Any
+        for key, value in data.items():
+            if type(key) is not str:
+                return None
+            action = key_action(key)
+            if action is None:
+                action = self._key_action(key)
+            kind = type(value)
+            if kind is str:
+                size = len(value)
+                if size > max_length:
+                    return None
+                chars += len(key) + size
+                if not action:  # _PLAIN: scrub the text, as _scrub_str does
+                    if size < _MIN_UNMARKED_SECRET_LENGTH and (
+                        size < _MIN_SECRET_LENGTH or ("=" not in value and ":" not in value)
+                    ):
+                        continue
+                    cached = self._text_cache.get(value, _NOT_CACHED)
+                    if cached is None:
+                        continue
+                    if cached is _NOT_CACHED:
+                        new, found = self._scrub_counted(value)
+                        if size <= _MAX_CACHED_LENGTH:
+                            cache = self._text_cache
+                            if len(cache) >= _TEXT_CACHE_SIZE:
+                                cache.clear()
+                            cache[value] = (new, found) if found else None
+                        if not found:
+                            continue
+                    else:  # a (scrubbed text, replacements) pair
+                        new, found = cached  # type: ignore[misc]
+                    count += found
+                elif action == _MASK and value == PLACEHOLDER:
+                    continue
+                else:
+                    count += 1
+                    new = PLACEHOLDER if action == _MASK else _DROPPED
+            elif kind is int or kind is bool or value is None or (kind is float and finite(value)):
+                chars += len(key)
+                if not action or (value is None and action == _MASK):
+                    continue
+                count += 1
+                new = PLACEHOLDER if action == _MASK else _DROPPED
+            else:
+                return None
+            if out is None:
+                out = dict(data)
+            if new is _DROPPED:
+                del out[key]
+            else:
+                out[key] = new
+        # An upper bound of the JSON size: escaping makes at most 6 bytes of a character,
+        # and 30 covers the quotes, separators and any number's digits.
+        if 6 * chars + 30 * len(data) + 2 > budget:
+            return None
+        if out is None:
+            return data
+        self._count += count
+        return out
+
     def _sanitize_data(self, data: Any) -> Any:
         if data is None:
             return None
@@ -973,3 +1099,49 @@ def sanitize_event(event: AnalyticsEvent) -> AnalyticsEvent:
     'Failed with key [REDACTED_API_KEY]'
     """
     return DEFAULT_SCRUBBER.sanitize_event(event)
+
+
+def prepare_event(
+    event: AnalyticsEvent,
+    scrubber: Scrubber = DEFAULT_SCRUBBER,
+    *,
+    limits: ValidationLimits = DEFAULT_LIMITS,
+    now: dt.datetime | None = None,
+) -> tuple[AnalyticsEvent, ValidationResult | None]:
+    """Validate then sanitize one event, as the collector's worker and the server do.
+
+    ``(prepared, None)`` when the event is valid without warnings; otherwise the
+    :func:`~tachimeter.model.validate_event` result comes second, and an invalid event
+    comes back unsanitized (check ``result.valid``). :meth:`Scrubber.prepare_event`
+    has the details.
+
+    >>> from tachimeter.model import AnalyticsEvent, EventType
+    >>> event = AnalyticsEvent.new(EventType.FEATURE_USED, {"q": "key sk-abc123def456ghi789jkl0"})
+    >>> prepare_event(event)[0].data
+    {'q': 'key [REDACTED_API_KEY]'}
+    """
+    data = event.data
+    if (
+        type(data) is dict
+        and event.metadata is scrubber._clean_metadata
+        and event.page_url is None
+        and event.referrer is None
+        and scrubber._hmac is None
+        and not scrubber._extra
+    ):  # the common event: one pass over its values checks and scrubs them
+        try:
+            envelope = measure_clean_envelope(event, time.time() if now is None else now, limits)
+        except Exception:  # anything odd is for the full check to describe
+            envelope = None
+        if envelope is not None:
+            prepared = scrubber._prepare_flat(
+                data, limits.max_string_length, limits.max_event_bytes - envelope
+            )
+            if prepared is data:
+                return event, None
+            if prepared is not None:
+                return msgspec.structs.replace(event, data=prepared), None
+    result = validate_event(event, now=now, limits=limits)
+    if not result.valid:
+        return event, result
+    return scrubber.sanitize_event(event), result if result.warnings else None
