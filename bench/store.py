@@ -13,8 +13,9 @@ database with every migration applied, in one process:
   the store's own cost without the collector's;
 * ``sink_commit_per_batch``: the sink with one transaction per batch, which shows what
   grouping buys;
-* ``sink_with_projections``: with every summary projection ``tachimeter.store`` has
-  (named in the JSON): what keeping the summary tables costs on top.
+* ``sink_with_projections``: with every projection a default store keeps
+  (``tachimeter.defaults.default_projections``: the summaries, missions, event metrics;
+  named in the JSON): what keeping the derived tables costs on top.
 
 The last three ingest at most 200 000 events and are compared with raw's rate over as
 many events. Reported per way: events/s overall and over the last 10 % (indexes grow, so
@@ -455,15 +456,21 @@ def interleave(runs: dict[str, Run], chunk: int, seed: int = 0) -> dict[str, Ing
 
 
 def available_projections() -> tuple[list[Projection], list[str]]:
-    """Every summary projection ``tachimeter.store`` offers now, and their names."""
+    """The projections a default store keeps (``tachimeter.defaults``: the summaries,
+    missions, event metrics), and their names; the summaries alone on an older tree."""
     try:
-        module = importlib.import_module("tachimeter.store.summaries")
-    except ImportError:
-        return [], []
-    factory = getattr(module, "summary_projections", None)
-    if not callable(factory):
-        return [], []
-    projections = [p for p in factory() if isinstance(p, Projection)]
+        defaults = importlib.import_module("tachimeter.defaults")
+        projections = list(defaults.default_projections())
+    except (ImportError, AttributeError):
+        try:
+            module = importlib.import_module("tachimeter.store.summaries")
+        except ImportError:
+            return [], []
+        factory = getattr(module, "summary_projections", None)
+        if not callable(factory):
+            return [], []
+        projections = list(factory())
+    projections = [p for p in projections if isinstance(p, Projection)]
     return projections, [p.name for p in projections]
 
 

@@ -127,11 +127,24 @@ class EventHub:
     0
     """
 
-    __slots__ = ("_closed", "_loop", "_ring", "_seq", "_subscribers", "epoch")
+    __slots__ = (
+        "_closed",
+        "_kept",
+        "_loop",
+        "_replay",
+        "_ring",
+        "_seq",
+        "_subscribers",
+        "epoch",
+    )
 
     def __init__(self, replay: int = 10_000) -> None:
         self.epoch = secrets.token_hex(4)
-        self._ring: collections.deque[_Record] = collections.deque(maxlen=replay)
+        # Committed batches as (seq of their first event, events): the replay buffer
+        # costs one append per batch; records and frames are built only for readers.
+        self._ring: collections.deque[tuple[int, list[AnalyticsEvent]]] = collections.deque()
+        self._kept = 0  # events in the ring
+        self._replay = max(0, replay)
         self._seq = 0
         self._subscribers: set[_Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,16 +173,19 @@ class EventHub:
     def publish_threadsafe(self, events: Sequence[AnalyticsEvent]) -> None:
         """Hand committed events to the loop (called on the writer thread)."""
         loop = self._loop
-        if loop is None or self._closed or loop.is_closed():
+        if loop is None or self._closed or loop.is_closed() or not events:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody listens
             loop.call_soon_threadsafe(self._publish, list(events))
 
     def _publish(self, events: list[AnalyticsEvent]) -> None:
-        for event in events:
-            self._seq += 1
-            record = _Record(self._seq, event)
-            self._ring.append(record)
+        first = self._seq + 1
+        self._seq += len(events)
+        self._keep(first, events)
+        if not self._subscribers:
+            return
+        for seq, event in enumerate(events, start=first):
+            record = _Record(seq, event)
             for sub in tuple(self._subscribers):
                 if sub.overflowed or not sub.filter.matches(record.name, record.category):
                     continue
@@ -179,6 +195,34 @@ class EventHub:
                     sub.overflowed = True
                     self._subscribers.discard(sub)
                     _force_put(sub.queue, None)
+
+    def _keep(self, first: int, events: list[AnalyticsEvent]) -> None:
+        """Add a batch to the replay buffer, dropping the oldest events past ``replay``."""
+        if len(events) > self._replay:
+            events = events[len(events) - self._replay :]
+            first = self._seq - len(events) + 1
+        if events:
+            self._ring.append((first, events))
+            self._kept += len(events)
+        while self._kept > self._replay:
+            oldest_first, oldest = self._ring[0]
+            extra = self._kept - self._replay
+            if extra >= len(oldest):
+                self._ring.popleft()
+                self._kept -= len(oldest)
+            else:
+                self._ring[0] = (oldest_first + extra, oldest[extra:])
+                self._kept -= extra
+
+    def _records_after(self, seq: int) -> list[_Record]:
+        """Records of the kept events with a seq above ``seq``."""
+        out: list[_Record] = []
+        for first, events in self._ring:
+            if first + len(events) - 1 <= seq:
+                continue
+            start = max(0, seq + 1 - first)
+            out.extend(_Record(first + i, events[i]) for i in range(start, len(events)))
+        return out
 
     def close(self) -> None:
         """End every stream (graceful shutdown must not wait for idle subscribers)."""
@@ -207,10 +251,10 @@ class EventHub:
             return [], "the server restarted"
         if seq >= self._seq:
             return [], None
-        oldest = self._ring[0].seq if self._ring else self._seq + 1
+        oldest = self._ring[0][0] if self._ring else self._seq + 1
         if seq + 1 < oldest:
-            return list(self._ring), "events were missed (older than the replay buffer)"
-        return [r for r in self._ring if r.seq > seq], None
+            return self._records_after(0), "events were missed (older than the replay buffer)"
+        return self._records_after(seq), None
 
     async def frames(
         self,

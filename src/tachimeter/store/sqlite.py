@@ -39,13 +39,14 @@ from tachimeter.config.settings import AnalyticsConfig
 from tachimeter.errors import QueryError, StoreError
 from tachimeter.model.codec import data_to_builtins
 from tachimeter.model.data import EventMetadata, UsageEventData
+from tachimeter.model.event_types import EventCategory, EventPriority, EventType
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import EventRow, event_to_row
 from tachimeter.model.timestamps import UTC, format_timestamp, utc_now
 from tachimeter.store.backend import DecodedEvents, QueryParams, WriteResult, decode_rows
 from tachimeter.store.migrations import Migration, all_migrations
 from tachimeter.store.migrator import MigrationState, Migrator
-from tachimeter.store.projection import Projection
+from tachimeter.store.projection import Projection, discard_caches
 
 __all__ = ["SQLiteStore"]
 
@@ -103,6 +104,11 @@ _HINTS: Final = (
 # the bound matters only for callers building fresh metadata per event.
 _CONTEXT_CACHE: Final = 256
 _json_encode: Final = msgspec.json.Encoder().encode
+_NO_CONTEXT: Final[Any] = object()
+# Enum members' values and event names by id: an Enum property costs a Python call per
+# read, a dict lookup by id is C (three reads per event).
+_ENUM_VALUES: Final[dict[int, str]] = {id(m): m.value for m in (*EventCategory, *EventPriority)}
+_TYPE_NAMES: Final[dict[int, str]] = {id(t): t.event_name for t in EventType}
 _decode_texts: Final = msgspec.json.Decoder(list[str]).decode
 
 # Connections inherited across os.fork(): never closed by the child (closing one could
@@ -164,11 +170,14 @@ class _RowEncoder:
       instead of ``UUID.__str__`` and string formatting per event.
     """
 
-    __slots__ = ("_contexts",)
+    __slots__ = ("_by_value", "_contexts")
 
     def __init__(self) -> None:
         # key -> (the metadata object, kept alive so its id is not reused; the context)
         self._contexts: dict[tuple[Any, ...], tuple[EventMetadata, str | None]] = {}
+        # The same by the metadata's value: events decoded from the wire (server ingest,
+        # a replayed spool) carry equal metadata in distinct objects.
+        self._by_value: dict[tuple[Any, ...], str | None] = {}
 
     @staticmethod
     def ids(events: Sequence[AnalyticsEvent]) -> list[str]:
@@ -199,21 +208,31 @@ class _RowEncoder:
             event.session_assigned,
         )
         cached = self._contexts.get(key)
-        if cached is None or cached[0] is not metadata:
+        context: Any = _NO_CONTEXT
+        if cached is not None and cached[0] is metadata:
+            context = cached[1]
+        else:
+            value_key = (_json_encode(metadata), *key[1:])
+            context = self._by_value.get(value_key, _NO_CONTEXT)
+        if context is _NO_CONTEXT:
             row = event_to_row(event)
             if len(self._contexts) >= _CONTEXT_CACHE:
                 self._contexts.clear()
             self._contexts[key] = (metadata, row.context)
+            if len(self._by_value) >= _CONTEXT_CACHE:
+                self._by_value.clear()
+            self._by_value[value_key] = row.context
         else:
+            kind = event.event_type
             row = EventRow(
                 event_id,
                 event.call,
-                event.event_type.event_name,
+                _TYPE_NAMES.get(id(kind)) or kind.event_name,
                 stamp,
                 event.session_id,
                 event.user_id,
                 None if data is None else _json_encode(data_to_builtins(data)).decode(),
-                cached[1],
+                context,
                 event.page_url,
                 event.referrer,
             )
@@ -228,8 +247,8 @@ class _RowEncoder:
             row.context,
             row.page_url,
             row.referrer,
-            event.category.value,
-            event.priority.value,
+            _ENUM_VALUES.get(id(event.category)) or event.category.value,
+            _ENUM_VALUES.get(id(event.priority)) or event.priority.value,
             _mission_id(event),
             received_at,
         )
@@ -486,6 +505,7 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback(conn)
+                discard_caches(projections)
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(
                         f"cannot write {len(events)} events to {self._where!r}: {exc}; {_hint(exc)}"

@@ -65,7 +65,7 @@ from tachimeter.errors import QueryError
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import EventRow
 from tachimeter.model.timestamps import format_timestamp
-from tachimeter.store.projection import Projection
+from tachimeter.store.projection import Projection, RowCache
 
 __all__ = [
     "SESSION_GAP",
@@ -112,6 +112,12 @@ _CHUNK: Final = 500
 
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder(order="sorted").encode
+
+# Rows the projections keep in memory between batches (RowCache): enough for the
+# active users, sessions and days of a busy server, a few tens of MB at most.
+_FIRSTS_CACHED: Final = 100_000
+_DAYS_CACHED: Final = 20_000
+_SESSIONS_CACHED: Final = 20_000
 
 
 def _to_us(text: str) -> int:
@@ -662,7 +668,7 @@ class DailyEventRollup:
     'daily_event_rollup'
     """
 
-    __slots__ = ()
+    __slots__ = ("_firsts",)
 
     _UPSERT = (
         "INSERT INTO analytics_daily_events (event_name, date, user_id, event_count) "
@@ -678,14 +684,23 @@ class DailyEventRollup:
 
     _UPSERT_FIRST = (
         "INSERT INTO analytics_first_events (event_name, user_id, first_date) VALUES (?, ?, ?) "
-        "ON CONFLICT (event_name, user_id) DO UPDATE SET "
-        "first_date = min(first_date, excluded.first_date)"
+        "ON CONFLICT (event_name, user_id) DO UPDATE SET first_date = excluded.first_date "
+        "WHERE excluded.first_date < first_date"
     )
+
+    def __init__(self) -> None:
+        # (event name, user) -> a first date known to be stored: a batch's repeat users
+        # need no upsert. 100 000 pairs are a few MB.
+        self._firsts: RowCache[tuple[str, str], str] = RowCache(_FIRSTS_CACHED)
 
     @property
     def name(self) -> str:
         """Projection name."""
         return "daily_event_rollup"
+
+    def discard(self) -> None:
+        """Forget the cached first dates (the store rolled back)."""
+        self._firsts.clear()
 
     def apply(
         self,
@@ -694,18 +709,36 @@ class DailyEventRollup:
         rows: Sequence[EventRow],
     ) -> None:
         """Add the batch's counts."""
-        counts = Counter((r.event_name, r.timestamp[:10], r.user_id or "") for r in rows)
+        counts: dict[tuple[str, str, str], int] = {}
+        get = counts.get
+        for r in rows:
+            key = (r.event_name, r.timestamp[:10], r.user_id or "")
+            counts[key] = get(key, 0) + 1
         conn.executemany(self._UPSERT, [(*key, n) for key, n in counts.items()])
-        per_day = Counter((r.timestamp[:10], r.event_name) for r in rows)
-        conn.executemany(self._UPSERT_COUNT, [(*key, n) for key, n in per_day.items()])
+        per_day: dict[tuple[str, str], int] = {}
         firsts: dict[tuple[str, str], str] = {}
-        for (name, date, user_id), _ in counts.items():
-            if user_id and ((name, user_id) not in firsts or date < firsts[(name, user_id)]):
-                firsts[(name, user_id)] = date
-        conn.executemany(self._UPSERT_FIRST, [(*key, d) for key, d in firsts.items()])
+        for (name, date, user_id), n in counts.items():
+            day_key = (date, name)
+            per_day[day_key] = per_day.get(day_key, 0) + n
+            if user_id:
+                first_key = (name, user_id)
+                held = firsts.get(first_key)
+                if held is None or date < held:
+                    firsts[first_key] = date
+        conn.executemany(self._UPSERT_COUNT, [(*key, n) for key, n in per_day.items()])
+        cache = self._firsts
+        cache.check(conn)
+        changed: list[tuple[str, str, str]] = []
+        for pair, date in firsts.items():
+            known = cache.get(pair)
+            if known is None or date < known:
+                changed.append((*pair, date))
+                cache.put(pair, date if known is None else min(known, date))
+        conn.executemany(self._UPSERT_FIRST, changed)
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recount from ``analytics_events``."""
+        self._firsts.clear()
         conn.execute("DELETE FROM analytics_daily_events")
         conn.execute("DELETE FROM analytics_daily_counts")
         conn.execute("DELETE FROM analytics_first_events")
@@ -825,22 +858,47 @@ class UserActivity:
     'user_activity'
     """
 
-    __slots__ = ()
+    __slots__ = ("_days",)
 
     _INSERT = (
         "INSERT OR REPLACE INTO user_activity (id, user_id, date, session_count, event_count, "
         "total_duration_ms, first_seen_at, last_seen_at, events_breakdown) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    # Merged rows overwrite their unindexed columns in place (REPLACE would delete and
+    # re-insert the row and its five index entries).
+    _UPSERT = (
+        "INSERT INTO user_activity (id, user_id, date, session_count, event_count, "
+        "total_duration_ms, first_seen_at, last_seen_at, events_breakdown) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "session_count = excluded.session_count, event_count = excluded.event_count, "
+        "total_duration_ms = excluded.total_duration_ms, "
+        "first_seen_at = excluded.first_seen_at, last_seen_at = excluded.last_seen_at, "
+        "events_breakdown = excluded.events_breakdown"
+    )
     _INSERT_SPAN = (
         "INSERT INTO user_activity_spans (user_id, date, kind, span_key, first_at, last_at) "
         "VALUES (?, ?, ?, ?, ?, ?)"
     )
+    _UPSERT_SPAN = (
+        "INSERT INTO user_activity_spans (user_id, date, kind, span_key, first_at, last_at) "
+        "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (user_id, date, kind, span_key) DO UPDATE SET "
+        "first_at = excluded.first_at, last_at = excluded.last_at"
+    )
+
+    def __init__(self) -> None:
+        # (user, day) -> the day as stored: the next batch of an active user merges into
+        # it without reading the row and its spans back.
+        self._days: RowCache[tuple[str, str], _UserDay] = RowCache(_DAYS_CACHED)
 
     @property
     def name(self) -> str:
         """Projection name."""
         return "user_activity"
+
+    def discard(self) -> None:
+        """Forget the cached days (the store rolled back)."""
+        self._days.clear()
 
     def apply(
         self,
@@ -849,18 +907,30 @@ class UserActivity:
         rows: Sequence[EventRow],
     ) -> None:
         """Merge the batch into the (user, day) rows it touches."""
+        cache = self._days
+        cache.check(conn)
         days: dict[tuple[str, str], _UserDay] = {}
+        missing: dict[tuple[str, str], _UserDay] = {}
+        # Per touched day: the session ids whose span changed; None when events without
+        # a session id changed its inactivity segments (rewritten whole).
+        touched: dict[tuple[str, str], set[str | None]] = {}
         for r in rows:
-            if r.user_id is None:
+            user_id = r.user_id
+            if user_id is None:
                 continue
-            key = (r.user_id, r.timestamp[:10])
+            ts = r.timestamp
+            key = (user_id, ts[:10])
             day = days.get(key)
             if day is None:
-                day = days[key] = _UserDay()
-            day.add(r.timestamp, r.event_name, r.session_id)
-        keys = sorted(days)
+                day = cache.get(key)
+                if day is None:
+                    day = missing[key] = _UserDay()
+                days[key] = day
+                touched[key] = set()
+            day.add(ts, r.event_name, r.session_id)
+            touched[key].add(r.session_id)
         # Each chunk: 2 parameters per key, far below SQLite's limit.
-        for chunk in _chunks(keys, 250):
+        for chunk in _chunks(sorted(missing), 250):
             params = [v for key in chunk for v in key]
             wanted = _day_keys_sql(len(chunk))
             spans: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
@@ -875,13 +945,34 @@ class UserActivity:
                 f"FROM user_activity WHERE (user_id, date) IN (VALUES {wanted})",
                 params,
             ):
-                days[(user_id, date)].merge_stored(stored, spans.get((user_id, date), ()))
-        conn.executemany("DELETE FROM user_activity_spans WHERE user_id = ? AND date = ?", keys)
-        conn.executemany(self._INSERT, [days[k].row(*k) for k in keys])
-        conn.executemany(self._INSERT_SPAN, [s for k in keys for s in days[k].spans(*k)])
+                missing[(user_id, date)].merge_stored(stored, spans.get((user_id, date), ()))
+        keys = sorted(days)
+        conn.executemany(self._UPSERT, [days[k].row(*k) for k in keys])
+        given_spans: list[tuple[Any, ...]] = []
+        resegmented: list[tuple[str, str]] = []
+        for key in keys:
+            day = days[key]
+            for session_id in touched[key]:
+                if session_id is None:
+                    resegmented.append(key)
+                else:
+                    first, last = day.given[session_id]
+                    given_spans.append((*key, session_id, first, last))
+            cache.put(key, day)
+        conn.executemany(self._UPSERT_SPAN, given_spans)
+        if resegmented:
+            conn.executemany(
+                "DELETE FROM user_activity_spans WHERE user_id = ? AND date = ? AND kind = 1",
+                resegmented,
+            )
+            conn.executemany(
+                self._INSERT_SPAN,
+                [s for k in resegmented for s in days[k].spans(*k) if s[2] == 1],
+            )
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute every row from ``analytics_events``."""
+        self._days.clear()
         conn.execute("DELETE FROM user_activity")
         conn.execute("DELETE FROM user_activity_spans")
         cursor = conn.execute(
@@ -905,12 +996,19 @@ class UserActivity:
         conn.executemany(self._INSERT_SPAN, day.spans(*key))
 
 
-def _feature_fields(properties: str | None) -> tuple[str, int | None, bool | None] | None:
-    """(feature, duration in microseconds, success) of a feature-usage event, else None."""
+def _feature_fields(
+    properties: str | None, data: Any = _MISSING
+) -> tuple[str, int | None, bool | None] | None:
+    """(feature, duration in microseconds, success) of a feature-usage event, else None.
+
+    ``data``: the event's key-value properties in memory, when at hand (the same values
+    as decoding ``properties``, without the decoding).
+    """
     # Cheap test first: most events are not feature usage and need no JSON decoding.
     if properties is None or '"feature"' not in properties:
         return None
-    data = _decode(properties)
+    if data is _MISSING:
+        data = _decode(properties)
     if not isinstance(data, dict):
         return None
     feature = data.get("feature")
@@ -926,6 +1024,49 @@ def _feature_fields(properties: str | None) -> tuple[str, int | None, bool | Non
     return feature, duration_us, success if isinstance(success, bool) else None
 
 
+class _FeatureDay:
+    """A feature's totals of one day, as in its ``feature_usage`` row."""
+
+    __slots__ = ("duration_count", "duration_us", "outcomes", "successes", "usage", "users")
+
+    def __init__(self) -> None:
+        self.usage = self.duration_us = self.duration_count = 0
+        self.successes = self.outcomes = 0
+        self.users: set[str] = set()
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection, feature: str, date: str) -> _FeatureDay:
+        day = cls()
+        for user_id, *part in conn.execute(
+            "SELECT user_id, usage_count, duration_us_sum, duration_count, success_count, "
+            "outcome_count FROM feature_usage_users WHERE feature_name = ? AND date = ?",
+            (feature, date),
+        ):
+            day.add(user_id, part)
+        return day
+
+    def add(self, user_id: str, part: Sequence[int]) -> None:
+        self.usage += part[0]
+        self.duration_us += part[1]
+        self.duration_count += part[2]
+        self.successes += part[3]
+        self.outcomes += part[4]
+        if user_id:
+            self.users.add(user_id)
+
+    def row(self, feature: str, date: str) -> tuple[Any, ...]:
+        # The same arithmetic as FeatureUsage._SUMMARIZE, so both give equal floats.
+        return (
+            _row_id("feature_usage", feature, date),
+            feature,
+            date,
+            self.usage,
+            len(self.users),
+            self.duration_us / 1000.0 / self.duration_count if self.duration_count else None,
+            float(self.successes) / self.outcomes if self.outcomes else None,
+        )
+
+
 class FeatureUsage:
     """Keeps ``feature_usage`` (and its per-user parts in ``feature_usage_users``).
 
@@ -933,7 +1074,7 @@ class FeatureUsage:
     'feature_usage'
     """
 
-    __slots__ = ()
+    __slots__ = ("_days",)
 
     _UPSERT_USER = (
         "INSERT INTO feature_usage_users (feature_name, date, user_id, usage_count, "
@@ -957,18 +1098,35 @@ class FeatureUsage:
         "GROUP BY feature_name, date"
     )
 
+    _UPSERT_DAY = (
+        "INSERT INTO feature_usage (id, feature_name, date, usage_count, unique_users, "
+        "avg_duration_ms, success_rate) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET usage_count = excluded.usage_count, "
+        "unique_users = excluded.unique_users, avg_duration_ms = excluded.avg_duration_ms, "
+        "success_rate = excluded.success_rate"
+    )
+
+    def __init__(self) -> None:
+        # (feature, day) -> its totals as stored, so a batch updates the summary row
+        # without summing every user's part again.
+        self._days: RowCache[tuple[str, str], _FeatureDay] = RowCache(_DAYS_CACHED)
+
     @property
     def name(self) -> str:
         """Projection name."""
         return "feature_usage"
 
+    def discard(self) -> None:
+        """Forget the cached totals (the store rolled back)."""
+        self._days.clear()
+
     @staticmethod
     def _fold(
-        rows: Iterable[tuple[str, str | None, str | None]],
+        rows: Iterable[tuple[Any, ...]],
     ) -> dict[tuple[str, str, str], list[int]]:
         parts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-        for ts, user_id, properties in rows:
-            fields = _feature_fields(properties)
+        for ts, user_id, properties, *data in rows:
+            fields = _feature_fields(properties, *data)
             if fields is None:
                 continue
             feature, duration_us, success = fields
@@ -998,11 +1156,35 @@ class FeatureUsage:
         events: Sequence[AnalyticsEvent],
         rows: Sequence[EventRow],
     ) -> None:
-        """Add the batch's feature events and re-summarize the touched feature-days."""
-        self._write(conn, self._fold((r.timestamp, r.user_id, r.properties) for r in rows))
+        """Add the batch's feature events and update the touched feature-days."""
+        parts = self._fold(
+            (r.timestamp, r.user_id, r.properties, e.data if type(e.data) is dict else _MISSING)
+            for e, r in zip(events, rows, strict=True)
+        )
+        if not parts:
+            return
+        cache = self._days
+        cache.check(conn)
+        touched: dict[tuple[str, str], _FeatureDay] = {}
+        for feature, date, _ in parts:
+            key = (feature, date)
+            if key not in touched:
+                # Read before this batch's parts are written (a miss: once per day).
+                day = cache.get(key)
+                touched[key] = day if day is not None else _FeatureDay.load(conn, *key)
+        conn.executemany(self._UPSERT_USER, [(*key, *v) for key, v in parts.items()])
+        for (feature, date, user_id), part in parts.items():
+            touched[(feature, date)].add(user_id, part)
+        conn.executemany(
+            self._UPSERT_DAY,
+            [touched[k].row(*k) for k in sorted(touched)],
+        )
+        for key, day in touched.items():
+            cache.put(key, day)
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute both tables from ``analytics_events``."""
+        self._days.clear()
         conn.execute("DELETE FROM feature_usage_users")
         conn.execute("DELETE FROM feature_usage")
         cursor = conn.execute(
@@ -1020,10 +1202,35 @@ _SESSION_COLUMNS: Final = (
 )
 
 
+_context_cache: dict[str, tuple[tuple[str, str], ...]] = {}
+# Distinct contexts remembered: one per producer process and event kind in practice.
+_CONTEXTS_CACHED: Final = 1024
+
+
+def _context_fields(context: str) -> tuple[tuple[str, str], ...]:
+    """The session columns (device_type, browser, os, country, city) a context sets."""
+    fields = _context_cache.get(context)
+    if fields is None:
+        data = _decode(context)
+        found: list[tuple[str, str]] = []
+        if isinstance(data, dict):
+            for field in _CONTEXT_FIELDS:
+                value = data.get(field)
+                if field == "device_type" and value is None:
+                    value = data.get("device")
+                if isinstance(value, str):
+                    found.append((field, value))
+        fields = tuple(found)
+        if len(_context_cache) >= _CONTEXTS_CACHED:
+            _context_cache.clear()
+        _context_cache[context] = fields
+    return fields
+
+
 class _SessionFold:
     """Accumulates one session's events in any order (every merge is order-free)."""
 
-    __slots__ = ("count", "first", "keys", "last", "values")
+    __slots__ = ("count", "first", "keys", "last", "stored_sources", "values")
 
     def __init__(self) -> None:
         self.first = ""
@@ -1031,6 +1238,10 @@ class _SessionFold:
         self.count = 0
         self.values: dict[str, str] = {}
         self.keys: dict[str, str] = {}
+        # The analytics_session_sources text as stored, when known: unchanged sources
+        # (the common case: a session's columns are set by its first events) are not
+        # written again.
+        self.stored_sources: str | None = None
 
     def _offer(self, field: str, key: str, value: str, latest: bool = False) -> None:
         held = self.keys.get(field)
@@ -1061,14 +1272,8 @@ class _SessionFold:
             self._offer("landing_page", key, page_url)
             self._offer("exit_page", key, page_url, latest=True)
         if context is not None:
-            data = _decode(context)
-            if isinstance(data, dict):
-                for field in _CONTEXT_FIELDS:
-                    value = data.get(field)
-                    if field == "device_type" and value is None:
-                        value = data.get("device")
-                    if isinstance(value, str):
-                        self._offer(field, key, value)
+            for field, value in _context_fields(context):
+                self._offer(field, key, value)
 
     def merge_stored(self, row: Sequence[Any], sources: str | None) -> None:
         started_at, ended_at, count = row[2], row[3], row[5]
@@ -1135,20 +1340,35 @@ class SessionSummaries:
     'analytics_sessions'
     """
 
-    __slots__ = ()
+    __slots__ = ("_folds",)
 
     _INSERT = (
         f"INSERT OR REPLACE INTO analytics_sessions ({_SESSION_COLUMNS}) "
         f"VALUES ({', '.join('?' * 14)})"
     )
+    # Merged rows overwrite in place: cheaper than REPLACE's delete and re-insert.
+    _UPSERT = (
+        f"INSERT INTO analytics_sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+        "ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _SESSION_COLUMNS.split(", ")[1:])
+    )
     _SOURCES = (
         "INSERT OR REPLACE INTO analytics_session_sources (session_id, sources) VALUES (?, ?)"
     )
+
+    def __init__(self) -> None:
+        # Given-id sessions as stored (merged folds): a busy session's next batch needs
+        # no read. Derived sessions are read back (they merge and split).
+        self._folds: RowCache[str, _SessionFold] = RowCache(_SESSIONS_CACHED)
 
     @property
     def name(self) -> str:
         """Projection name."""
         return "analytics_sessions"
+
+    def discard(self) -> None:
+        """Forget the cached sessions (the store rolled back)."""
+        self._folds.clear()
 
     def apply(
         self,
@@ -1157,24 +1377,35 @@ class SessionSummaries:
         rows: Sequence[EventRow],
     ) -> None:
         """Merge the batch into its sessions."""
+        cache = self._folds
+        cache.check(conn)
         given: dict[str, _SessionFold] = {}
+        missing: dict[str, _SessionFold] = {}
         sessionless: dict[str, list[EventRow]] = defaultdict(list)
         for r in rows:
-            if r.session_id is not None:
-                fold = given.get(r.session_id)
+            session_id = r.session_id
+            if session_id is not None:
+                fold = given.get(session_id)
                 if fold is None:
-                    fold = given[r.session_id] = _SessionFold()
+                    fold = cache.get(session_id)
+                    if fold is None:
+                        fold = missing[session_id] = _SessionFold()
+                    given[session_id] = fold
                 fold.add(r.timestamp, r.id, r.user_id, r.context, r.page_url, r.referrer)
             elif r.user_id is not None:
                 sessionless[r.user_id].append(r)
         if given:
-            self._merge_given(conn, given)
+            self._merge_given(conn, given, missing)
         for user_id, user_rows in sessionless.items():
             self._merge_derived(conn, user_id, user_rows)
 
-    def _merge_given(self, conn: sqlite3.Connection, folds: dict[str, _SessionFold]) -> None:
-        ids = sorted(folds)
-        for chunk in _chunks(ids):
+    def _merge_given(
+        self,
+        conn: sqlite3.Connection,
+        folds: dict[str, _SessionFold],
+        missing: dict[str, _SessionFold],
+    ) -> None:
+        for chunk in _chunks(sorted(missing)):
             marks = ", ".join("?" * len(chunk))
             for *row, sources in conn.execute(
                 f"SELECT {', '.join('s.' + c for c in _SESSION_COLUMNS.split(', '))}, "
@@ -1182,9 +1413,21 @@ class SessionSummaries:
                 f"ON src.session_id = s.id WHERE s.id IN ({marks})",
                 chunk,
             ):
-                folds[row[0]].merge_stored(row, sources)
-        conn.executemany(self._INSERT, [folds[i].row(i) for i in ids])
-        conn.executemany(self._SOURCES, [(i, folds[i].sources()) for i in ids])
+                fold = missing[row[0]]
+                fold.merge_stored(row, sources)
+                fold.stored_sources = sources
+        ids = sorted(folds)
+        conn.executemany(self._UPSERT, [folds[i].row(i) for i in ids])
+        changed: list[tuple[str, str]] = []
+        cache = self._folds
+        for i in ids:
+            fold = folds[i]
+            sources = fold.sources()
+            if sources != fold.stored_sources:
+                changed.append((i, sources))
+                fold.stored_sources = sources
+            cache.put(i, fold)
+        conn.executemany(self._SOURCES, changed)
 
     def _merge_derived(self, conn: sqlite3.Connection, user_id: str, rows: list[EventRow]) -> None:
         """Merge a user's new session-less events with the derived sessions near them.
@@ -1227,6 +1470,8 @@ class SessionSummaries:
             else:
                 fold.merge_stored(item[:14], item[14])
         gone = [(a[0],) for a in affected]
+        for session_id in [a[0] for a in affected] + [i for i, _ in groups]:
+            self._folds.pop(session_id)  # a given id that looks derived: never cached stale
         conn.executemany("DELETE FROM analytics_sessions WHERE id = ?", gone)
         conn.executemany("DELETE FROM analytics_session_sources WHERE session_id = ?", gone)
         conn.executemany(self._INSERT, [f.row(i) for i, f in groups])
@@ -1234,6 +1479,7 @@ class SessionSummaries:
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute every session from ``analytics_events``."""
+        self._folds.clear()
         conn.execute("DELETE FROM analytics_sessions")
         conn.execute("DELETE FROM analytics_session_sources")
         folds: dict[str, _SessionFold] = {}
