@@ -174,6 +174,35 @@ class IngestWriter:
             self._cond.notify()
         return job.future
 
+    def call_and_write(
+        self,
+        build: Callable[[sqlite3.Connection], tuple[Sequence[AnalyticsEvent], _T]],
+    ) -> concurrent.futures.Future[_T]:
+        """Run ``build`` on the writer thread, then commit the events it returns.
+
+        For events that depend on what is stored (a mission's next ``seq`` and status):
+        ``build`` reads through its connection once everything queued before it is
+        committed, and nothing else is written between its read and this write. The
+        events go through the store with the projections and reach the live stream like
+        submitted ones; the future completes with ``build``'s answer once they are
+        committed, or with what ``build`` or the store raised.
+        """
+
+        def run(conn: sqlite3.Connection) -> _T:
+            events, answer = build(conn)
+            if events:
+                self._store.write_batch(events, projections=self._projections)
+                with self._cond:
+                    self.transactions += 1
+                if self._on_committed is not None:
+                    try:
+                        self._on_committed(events)
+                    except Exception:  # a broken listener must not fail a committed write
+                        _log.exception("the live stream failed to take committed events")
+            return answer
+
+        return self.call(run)
+
     def close(self, timeout: float = 10.0) -> bool:
         """Commit what is queued (waiting at most ``timeout``) and stop; True if all was."""
         with self._cond:

@@ -12,11 +12,15 @@ def handlers(*, dashboard: bool = True) -> list[Any]:
     from tachimeter.server.routes.analysis import ANALYSIS_HANDLERS
     from tachimeter.server.routes.events import EVENT_HANDLERS
     from tachimeter.server.routes.ingest import ingest_events
+    from tachimeter.server.routes.metric_ingest import ingest_metrics
+    from tachimeter.server.routes.mission_ingest import MISSION_INGEST_HANDLERS
     from tachimeter.server.routes.ops import healthz, metrics, openapi_json, readyz, stream_events
     from tachimeter.server.routes.overview import OVERVIEW_HANDLERS
 
     out: list[Any] = [
         ingest_events,
+        ingest_metrics,
+        *MISSION_INGEST_HANDLERS,
         healthz,
         readyz,
         metrics,
