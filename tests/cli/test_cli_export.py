@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import doctest
-import importlib
 import json
 import os
 import shutil
@@ -61,6 +59,12 @@ def _ok(*args: str) -> Any:
     done = _cli(*args)
     assert done.exit_code == 0, done.output
     return done
+
+
+def _export_range(world: Path, what: str, fmt: str, out: Path) -> None:
+    """Export ``what`` of ``[SINCE, UNTIL)`` from the world store to ``out`` as ``fmt``."""
+    rng = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+    _ok("--store", str(world), "--what", what, *rng, "-f", fmt, "-o", str(out))
 
 
 def _when(text: str) -> dt.datetime:
@@ -175,8 +179,7 @@ def test_missions_of_a_range_equal_the_missions_table(
     world: Path, tmp_path: Path, fmt: str
 ) -> None:
     out = tmp_path / f"missions.{fmt}"
-    rng = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
-    _ok("--store", str(world), "--what", "missions", *rng, "-f", fmt, "-o", str(out))
+    _export_range(world, "missions", fmt, out)
     names, rows = _missions(world)
     created = names.index("created_at")
     wanted = [dict(zip(names, r, strict=True)) for r in rows if SINCE <= _when(r[created]) < UNTIL]
@@ -239,8 +242,7 @@ def test_metric_samples_of_a_range_equal_the_stored_samples(
     world: Path, tmp_path: Path, fmt: str
 ) -> None:
     out = tmp_path / f"metrics.{fmt}"
-    rng = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
-    _ok("--store", str(world), "--what", "metrics", *rng, "-f", fmt, "-o", str(out))
+    _export_range(world, "metrics", fmt, out)
     if fmt == "csv":
         header, rows = _csv_rows(out)
         records = [dict(zip(header, r, strict=True)) for r in rows]
@@ -300,8 +302,7 @@ def test_openmetrics_parses_and_carries_every_sample_with_its_time(
     world: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "metrics.om"
-    rng = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
-    _ok("--store", str(world), "--what", "metrics", *rng, "-f", "openmetrics", "-o", str(out))
+    _export_range(world, "metrics", "openmetrics", out)
     text = out.read_text()
     assert text.endswith("# EOF\n")
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -469,18 +470,3 @@ def test_export_memory_does_not_grow_with_the_number_of_rows(
     # Five times the rows, not five times the memory: at most 25 % (and 1 MiB) more.
     assert large <= small * 1.25 + 2**20, (small, large)
     assert os.path.getsize(tmp_path / f"b.{fmt}") > 4 * os.path.getsize(tmp_path / f"a.{fmt}")
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tachimeter.export",
-        "tachimeter.export.exporter",
-        "tachimeter.export.openmetrics",
-        "tachimeter.export.writers",
-    ],
-)
-def test_docstring_examples_run(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted > 0

@@ -5,8 +5,6 @@ file with SVG charts, JSON of the data)."""
 from __future__ import annotations
 
 import datetime as dt
-import doctest
-import importlib
 import json
 import sqlite3
 from collections import Counter, defaultdict
@@ -417,19 +415,3 @@ def test_days_cover_partial_first_and_last_days() -> None:
     midnight = START + dt.timedelta(days=DAYS)
     days = build_report(conn, midnight - dt.timedelta(hours=30), midnight).events_per_day
     assert [d.day for d in days] == ["2025-03-13", "2025-03-14"]
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tachimeter.report",
-        "tachimeter.report.charts",
-        "tachimeter.report.data",
-        "tachimeter.report.display",
-        "tachimeter.report.render",
-    ],
-)
-def test_docstring_examples_run(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted > 0

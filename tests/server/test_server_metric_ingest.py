@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from server_clients import http_client, keyed_server, problem
 from serving import ServerProcess
 
 from tachimeter.model.timestamps import format_timestamp, from_ns
@@ -28,23 +29,17 @@ _US = 1_000_000
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with http_client(server) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("metric_auth") / "analytics.db"
-    process = ServerProcess(
-        db,
-        # A slow refill: the burst is what a key gets within a test.
-        {"rate_limit_per_second": 0.01, "rate_limit_burst": 5},
-        env={"TACHIMETER_API_KEY": f"{INGEST}:ingest,{READ}:read,{BURST}:ingest"},
-    )
-    try:
+    # A slow refill: the burst is what a key gets within a test.
+    settings = {"rate_limit_per_second": 0.01, "rate_limit_burst": 5}
+    with keyed_server(db, settings, {INGEST: "ingest", READ: "read", BURST: "ingest"}) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _iso(us: int) -> str:
@@ -241,14 +236,6 @@ def test_label_values_are_scrubbed_of_secrets_before_they_are_stored(
     assert "hunter22" not in json.dumps(series)
 
 
-def _problem(answer: httpx.Response, status: int) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = answer.json()
-    assert body["status"] == status and body["detail"]
-    return body
-
-
 def test_invalid_points_get_422_naming_every_bad_field_and_nothing_is_stored(
     server: ServerProcess, client: httpx.Client
 ) -> None:
@@ -267,7 +254,7 @@ def test_invalid_points_get_422_naming_every_bad_field_and_nothing_is_stored(
         {"kind": "gauge"},
         ["not", "an", "object"],
     ]
-    body = _problem(client.post("/v1/metrics", json={"points": points}), 422)
+    body = problem(client.post("/v1/metrics", json={"points": points}), 422)
     messages = {e["path"]: e["message"] for e in body["errors"]}
     assert "names must match" in messages["$.points[1].name"]
     assert "counter, gauge, histogram, timer" in messages["$.points[2].kind"]
@@ -291,14 +278,14 @@ def test_non_finite_values_are_refused_in_every_encoding(client: httpx.Client) -
     text = json.dumps([{"name": "nan_metric", "kind": "gauge", "value": float("nan")}])
     assert (
         "malformed"
-        in _problem(
+        in problem(
             client.post("/v1/metrics", content=text, headers={"Content-Type": "application/json"}),
             400,
         )["title"]
     )
     # 1e999 overflows a double.
     big = b'[{"name": "inf_metric", "kind": "gauge", "value": 1e999}]'
-    assert _problem(client.post("/v1/metrics", content=big), 422)["errors"]
+    assert problem(client.post("/v1/metrics", content=big), 422)["errors"]
     for value in (float("nan"), float("inf"), -float("inf")):
         body = msgspec.msgpack.encode(
             {"points": [{"name": "nan_metric", "kind": "gauge", "value": value}]}
@@ -306,7 +293,7 @@ def test_non_finite_values_are_refused_in_every_encoding(client: httpx.Client) -
         answer = client.post(
             "/v1/metrics", content=body, headers={"Content-Type": "application/msgpack"}
         )
-        (error,) = _problem(answer, 422)["errors"]
+        (error,) = problem(answer, 422)["errors"]
         assert error["path"] == "$.points[0].value"
         assert error["message"].startswith("must be a finite number")
 
@@ -315,23 +302,23 @@ def test_malformed_bodies_get_400_413_or_415_with_a_clear_detail(client: httpx.C
     json_type = {"Content-Type": "application/json"}
     good = json.dumps([{"name": "shape_ok", "kind": "gauge", "value": 1}]).encode()
     truncated = client.post("/v1/metrics", content=good[:-7], headers=json_type)
-    assert "truncated" in _problem(truncated, 400)["detail"]
+    assert "truncated" in problem(truncated, 400)["detail"]
     invalid_utf8 = b'[{"name": "x", "kind": "gauge", "value": 1, "labels": {"a": "\xff\xfe"}}]'
-    assert "UTF-8" in _problem(client.post("/v1/metrics", content=invalid_utf8), 400)["detail"]
+    assert "UTF-8" in problem(client.post("/v1/metrics", content=invalid_utf8), 400)["detail"]
     deep = b"[" * 100_000 + b"]" * 100_000
-    assert "nested too deeply" in _problem(client.post("/v1/metrics", content=deep), 400)["detail"]
+    assert "nested too deeply" in problem(client.post("/v1/metrics", content=deep), 400)["detail"]
     not_a_batch = client.post("/v1/metrics", json={"series": []})
-    assert _problem(not_a_batch, 422)["errors"]
-    assert _problem(client.post("/v1/metrics", content=b"\x1f\x8b garbage",
-                                headers={"Content-Encoding": "gzip"}), 400)  # fmt: skip
-    assert _problem(client.post("/v1/metrics", content=good,
-                                headers={"Content-Type": "text/csv"}), 415)  # fmt: skip
-    assert _problem(client.post("/v1/metrics", content=good,
-                                headers={"Content-Encoding": "br"}), 415)  # fmt: skip
+    assert problem(not_a_batch, 422)["errors"]
+    assert problem(client.post("/v1/metrics", content=b"\x1f\x8b garbage",
+                               headers={"Content-Encoding": "gzip"}), 400)  # fmt: skip
+    assert problem(client.post("/v1/metrics", content=good,
+                               headers={"Content-Type": "text/csv"}), 415)  # fmt: skip
+    assert problem(client.post("/v1/metrics", content=good,
+                               headers={"Content-Encoding": "br"}), 415)  # fmt: skip
     too_many = [{"name": "many", "kind": "gauge", "value": 1}] * 10_001
-    assert "10000" in _problem(client.post("/v1/metrics", json=too_many), 413)["detail"]
+    assert "10000" in problem(client.post("/v1/metrics", json=too_many), 413)["detail"]
     huge_labels = {f"l{i}": "v" for i in range(500)}
-    body = _problem(
+    body = problem(
         client.post("/v1/metrics", json=[{"name": "wide", "kind": "gauge", "value": 1,
                                           "labels": huge_labels}]),
         422,
@@ -358,7 +345,7 @@ def test_a_retried_batch_with_its_idempotency_key_is_stored_once(
 
 def test_the_ingest_scope_and_the_rate_limit_apply(keyed: ServerProcess) -> None:
     point = [{"name": "scoped_metric", "kind": "gauge", "value": 1}]
-    with httpx.Client(base_url=keyed.url, timeout=30) as http:
+    with http_client(keyed) as http:
         assert http.post("/v1/metrics", json=point).status_code == 401
         denied = http.post("/v1/metrics", json=point, headers={"Authorization": f"Bearer {READ}"})
         assert denied.status_code == 403 and "'ingest' scope" in denied.json()["detail"]

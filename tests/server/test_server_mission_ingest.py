@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from server_clients import http_client, keyed_server, problem
 from serving import ServerProcess
 
 from tachimeter.missions import MissionError, MissionTracker
@@ -29,33 +30,21 @@ _TIMING = frozenset({"execution_time_ms", "paused_ms"})
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with http_client(server) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("mission_auth") / "analytics.db"
-    process = ServerProcess(
-        db,
-        {"rate_limit_per_second": 0},
-        env={"TACHIMETER_API_KEY": f"{INGEST}:ingest,{READ}:read"},
-    )
-    try:
+    with keyed_server(
+        db, {"rate_limit_per_second": 0}, {INGEST: "ingest", READ: "read"}
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _ok(answer: httpx.Response, status: int = 200) -> dict[str, Any]:
     assert answer.status_code == status, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-def _problem(answer: httpx.Response, status: int) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = answer.json()
     return body
 
@@ -258,26 +247,26 @@ def test_missions_posted_over_rest_are_read_back_by_the_mission_api(
 def test_invalid_transitions_get_404_or_409_naming_the_mission_and_its_status(
     server: ServerProcess, client: httpx.Client
 ) -> None:
-    unknown = _problem(client.post("/v1/missions/no-such-mission/complete"), 404)
+    unknown = problem(client.post("/v1/missions/no-such-mission/complete"), 404)
     assert "'no-such-mission'" in unknown["detail"]
 
     created = _start(client, status="created")
-    refused = _problem(client.post(f"/v1/missions/{created}/complete"), 409)
+    refused = problem(client.post(f"/v1/missions/{created}/complete"), 409)
     assert f"'{created}' is created" in refused["detail"]
     assert "created -> completed is not allowed" in refused["detail"]
-    not_paused = _problem(client.post(f"/v1/missions/{created}/resume"), 409)
+    not_paused = problem(client.post(f"/v1/missions/{created}/resume"), 409)
     assert "only a paused mission can resume" in not_paused["detail"]
 
     running = _start(client, mission_id="m-transitions-1")
-    again = _problem(client.post(f"/v1/missions/{running}/start"), 409)
+    again = problem(client.post(f"/v1/missions/{running}/start"), 409)
     assert "already executing" in again["detail"]
-    taken = _problem(client.post("/v1/missions", json={"backend": "b", "model": "m",
-                                                       "mission_id": running}), 409)  # fmt: skip
+    taken = problem(client.post("/v1/missions", json={"backend": "b", "model": "m",
+                                                      "mission_id": running}), 409)  # fmt: skip
     assert "'m-transitions-1' already exists (status executing)" in taken["detail"]
     _ok(client.post(f"/v1/missions/{running}/complete"))
-    twice = _problem(client.post(f"/v1/missions/{running}/complete"), 409)
+    twice = problem(client.post(f"/v1/missions/{running}/complete"), 409)
     assert f"'{running}' is completed" in twice["detail"]
-    late_tool = _problem(
+    late_tool = problem(
         client.post(f"/v1/missions/{running}/tools", json={"name": "x", "duration_ms": 1}), 409
     )
     assert "completed" in late_tool["detail"] and "tool calls" in late_tool["detail"]
@@ -332,32 +321,32 @@ def test_concurrent_calls_on_one_mission_are_numbered_without_gaps(
 def test_bad_bodies_get_4xx_naming_the_field(client: httpx.Client) -> None:
     mission_id = _start(client)
     tools = f"/v1/missions/{mission_id}/tools"
-    wrong_type = _problem(client.post(tools, json={"name": "x", "duration_ms": "slow"}), 422)
+    wrong_type = problem(client.post(tools, json={"name": "x", "duration_ms": "slow"}), 422)
     assert wrong_type["errors"][0]["path"] == "$.duration_ms"
-    unknown = _problem(client.post(tools, json={"name": "x", "duration_ms": 1, "color": 1}), 422)
+    unknown = problem(client.post(tools, json={"name": "x", "duration_ms": 1, "color": 1}), 422)
     assert "color" in unknown["detail"]
-    missing = _problem(client.post(tools, json={"duration_ms": 1}), 422)
+    missing = problem(client.post(tools, json={"duration_ms": 1}), 422)
     assert "name" in missing["detail"]
-    negative = _problem(client.post(tools, json={"name": "x", "duration_ms": -1}), 422)
+    negative = problem(client.post(tools, json={"name": "x", "duration_ms": -1}), 422)
     assert negative["errors"][0]["path"] == "$.duration_ms"
-    cache = _problem(
+    cache = problem(
         client.post(f"/v1/missions/{mission_id}/llm",
                     json={"input_tokens": 10, "cache_read_tokens": 20}), 422
     )  # fmt: skip
     assert cache["errors"][0]["path"] == "$.input_tokens"
     truncated = client.post(tools, content=b'{"name": "x", "dura',
                             headers={"Content-Type": "application/json"})  # fmt: skip
-    assert "truncated" in _problem(truncated, 400)["detail"]
-    bad_id = _problem(
+    assert "truncated" in problem(truncated, 400)["detail"]
+    bad_id = problem(
         client.post("/v1/missions", json={"backend": "b", "model": "m", "mission_id": "a/b"}), 422
     )
     assert bad_id["errors"][0]["path"] == "$.mission_id"
-    assert _problem(client.post("/v1/missions", json={"model": "m"}), 422)
+    assert problem(client.post("/v1/missions", json={"model": "m"}), 422)
     # Typed bodies stop at the first value of the wrong type: deep nesting costs nothing.
     deep = b'{"reason": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
-    nested = _problem(client.post(f"/v1/missions/{mission_id}/cancel", content=deep), 422)
+    nested = problem(client.post(f"/v1/missions/{mission_id}/cancel", content=deep), 422)
     assert nested["errors"][0]["path"] == "$.reason"
-    assert _problem(client.post(tools, content=b"x,y", headers={"Content-Type": "text/csv"}), 415)
+    assert problem(client.post(tools, content=b"x,y", headers={"Content-Type": "text/csv"}), 415)
     # None of it was recorded.
     assert _ok(client.get(f"/v1/missions/{mission_id}"))["tools_used"] == []
 
@@ -381,7 +370,7 @@ def test_msgpack_gzip_bodies_and_idempotency_keys(client: httpx.Client) -> None:
 
 def test_mission_calls_need_the_ingest_scope(keyed: ServerProcess) -> None:
     body = {"backend": "openai", "model": "gpt-4o", "mission_id": "scoped-1"}
-    with httpx.Client(base_url=keyed.url, timeout=30) as http:
+    with http_client(keyed) as http:
         assert http.post("/v1/missions", json=body).status_code == 401
         denied = http.post("/v1/missions", json=body, headers={"X-API-Key": READ})
         assert denied.status_code == 403 and "'ingest' scope" in denied.json()["detail"]

@@ -13,7 +13,13 @@ from typing import Annotated, Final
 
 import typer
 
-from tachimeter.cli.options import StoreOption, parse_time, read_store, reported_errors
+from tachimeter.cli.options import (
+    StoreOption,
+    database_file,
+    parse_time,
+    read_store,
+    reported_errors,
+)
 
 __all__ = ["export"]
 
@@ -101,7 +107,7 @@ def export(
         start = None if since is None else parse_time(since, "--since", now=now)
         end = None if until is None else parse_time(until, "--until", now=now)
         with read_store(store) as conn:
-            path = conn.execute("PRAGMA database_list").fetchone()[2]
+            path = database_file(conn)
             with open_destination(out, binary=chosen is ExportFormat.parquet) as stream:
                 result = export_rows(
                     conn,

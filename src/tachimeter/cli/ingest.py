@@ -719,7 +719,8 @@ def _run(
 
     with SQLiteStore(path, config) as opened:
         projections = default_projections(config)
-        if quiet or not console.is_terminal:
+
+        def run(on_progress: Callable[[int], None] | None = None) -> IngestReport:
             return ingest_stream(
                 stream,
                 chosen,
@@ -728,7 +729,11 @@ def _run(
                 decoder=decoder,
                 batch_size=batch_size,
                 on_reject=reject,
+                on_progress=on_progress,
             )
+
+        if quiet or not console.is_terminal:
+            return run()
         by_bytes = total is not None
         columns = (
             (BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -743,13 +748,4 @@ def _run(
             def progress(records: int) -> None:
                 bar.update(task, completed=stream.tell() if by_bytes else records)
 
-            return ingest_stream(
-                stream,
-                chosen,
-                opened,
-                projections=projections,
-                decoder=decoder,
-                batch_size=batch_size,
-                on_reject=reject,
-                on_progress=progress,
-            )
+            return run(progress)

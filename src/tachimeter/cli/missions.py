@@ -24,6 +24,7 @@ from tachimeter.cli.options import (
     SinceOption,
     StoreOption,
     UntilOption,
+    command_group,
     read_store,
     reported_errors,
     time_range,
@@ -35,13 +36,10 @@ if TYPE_CHECKING:  # imported when a command runs: `tachimeter --help` stays fas
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    name="missions",
-    help="Stored missions: list, show one, statistics, comparisons, failure patterns.\n\n"
+app = command_group(
+    "missions",
+    "Stored missions: list, show one, statistics, comparisons, failure patterns.\n\n"
     "Example: tachimeter missions stats --since 30d --backend anthropic",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 

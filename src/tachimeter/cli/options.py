@@ -38,6 +38,8 @@ __all__ = [
     "StoreOption",
     "UntilOption",
     "WhereOption",
+    "command_group",
+    "database_file",
     "parse_duration_seconds",
     "parse_time",
     "parse_where",
@@ -86,6 +88,23 @@ WhereOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of commands as the CLI's groups are: its help when run without a command,
+    no shell completion, no rich tracebacks (errors are one ``error:`` line).
+
+    >>> command_group("missions", "Stored missions.").info.name
+    'missions'
+    """
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
 
 _AGO: Final = re.compile(r"^-?((?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+)$")
 # The path is everything before the first operator; longer operators are tried first.
@@ -221,6 +240,11 @@ def read_store(store: str | None) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def database_file(conn: sqlite3.Connection) -> str:
+    """The file of a connection's main database, as SQLite names it (for messages)."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from tachimeter.cli.options import (
     StoreOption,
     UntilOption,
     WhereOption,
+    command_group,
     parse_duration_seconds,
     parse_where,
     read_store,
@@ -39,15 +40,12 @@ if TYPE_CHECKING:  # imported when a command runs: `tachimeter --help` stays fas
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    name="query",
-    help="Query a store: events, trends, funnels, retention, metrics, read-only SQL.\n\n"
+app = command_group(
+    "query",
+    "Query a store: events, trends, funnels, retention, metrics, read-only SQL.\n\n"
     "Example: tachimeter query events --event tool_invoked --since 1d --limit 20\n\n"
     "Example: tachimeter query trends --event mission_completed --since 30d --breakdown model\n\n"
     'Example: tachimeter query sql "SELECT event_name, count(*) FROM analytics_events GROUP BY 1"',
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 # search_events returns at most this many events per page; longer listings page on.

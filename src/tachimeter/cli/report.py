@@ -12,7 +12,13 @@ from typing import Annotated, Final
 
 import typer
 
-from tachimeter.cli.options import StoreOption, read_store, reported_errors, time_range
+from tachimeter.cli.options import (
+    StoreOption,
+    database_file,
+    read_store,
+    reported_errors,
+    time_range,
+)
 
 __all__ = ["report"]
 
@@ -76,7 +82,7 @@ def report(
         start, end = time_range(since, until, now=now)
         assert start is not None  # --since has a default
         with read_store(store) as conn:
-            path = conn.execute("PRAGMA database_list").fetchone()[2]
+            path = database_file(conn)
             data = build_report(conn, start, end, top=top, title=title, store=path, now=now)
     render = {
         ReportFormat.markdown: render_markdown,

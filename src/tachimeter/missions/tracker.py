@@ -58,7 +58,16 @@ if TYPE_CHECKING:
     from tachimeter.analyze.missions import MissionFilter
     from tachimeter.metrics import Registry
 
-__all__ = ["DEFAULT_RECENT_MISSIONS", "MissionTracker"]
+__all__ = [
+    "DEFAULT_RECENT_MISSIONS",
+    "MissionState",
+    "MissionTracker",
+    "add_end_properties",
+    "add_llm_properties",
+    "add_move_properties",
+    "add_retry_properties",
+    "add_step_properties",
+]
 
 _log = logging.getLogger("tachimeter.missions")
 
@@ -90,35 +99,33 @@ class _ToolTally:
         self.time_ms = 0.0
 
 
-class _ActiveMission:
-    """Mutable state of one active mission (guarded by the tracker's lock)."""
+class MissionState:
+    """What every event of one mission is built from: ids, status, timing and ``seq``.
+
+    Internal to the mission layer and the server: the tracker's active missions are
+    these, and the server's REST recorder rebuilds one from the store for each call, so
+    both number, time and label the events of a mission alike. ``seq`` is the next
+    event's; ``paused_ns`` is 0 when the mission is not paused (or the time of its pause
+    is unknown: the event is gone).
+
+    >>> m = MissionState("m1", "openai", "gpt-4o", [], None, None)
+    >>> m.enter(MissionStatus.EXECUTING, 1_000), m.props()[p.SEQ], m.stop(3_001_000)
+    (<MissionStatus.CREATED: 'created'>, 0, 3.0)
+    """
 
     __slots__ = (
-        "anonymous",
         "backend",
-        "cache_creation_tokens",
-        "cache_read_tokens",
-        "cost",
-        "created_ns",
-        "input_tokens",
-        "llm_calls",
         "mission_id",
         "model",
-        "output_tokens",
         "paused_from",
         "paused_ns",
         "paused_total_ns",
-        "reasoning_tokens",
         "retry_count",
         "seq",
         "session_id",
         "started_ns",
         "status",
-        "step_count",
-        "steps_ok",
         "tags",
-        "tools",
-        "unpriced",
         "user_id",
     )
 
@@ -130,7 +137,6 @@ class _ActiveMission:
         tags: list[str],
         session_id: str | None,
         user_id: str | None,
-        now_ns: int,
     ) -> None:
         self.mission_id = mission_id
         self.backend = backend
@@ -138,25 +144,12 @@ class _ActiveMission:
         self.tags = tags  # never mutated: shared by every event of the mission
         self.session_id = session_id
         self.user_id = user_id
-        self.anonymous = session_id is None and user_id is None
         self.status = _S.CREATED
-        self.created_ns = now_ns
         self.started_ns = 0
         self.paused_ns = 0
         self.paused_total_ns = 0
         self.paused_from: MissionStatus | None = None
         self.seq = 0
-        self.step_count = 0
-        self.steps_ok: set[int] = set()
-        self.tools: dict[str, _ToolTally] = {}
-        self.llm_calls = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache_read_tokens = 0
-        self.cache_creation_tokens = 0
-        self.reasoning_tokens = 0
-        self.cost = _ZERO
-        self.unpriced = 0
         self.retry_count = 0
 
     def props(self) -> dict[str, Any]:
@@ -171,6 +164,168 @@ class _ActiveMission:
             p.SEQ: seq,
             p.RETRY_COUNT: self.retry_count,
         }
+
+    def enter(self, target: MissionStatus, now: int) -> MissionStatus:
+        """Apply a checked move to a non-terminal status; returns the old one."""
+        old = self.status
+        if old is _S.PAUSED:
+            if self.paused_ns:
+                self.paused_total_ns += now - self.paused_ns
+            self.paused_ns = 0
+            self.paused_from = None
+        if target is _S.PAUSED:
+            self.paused_ns = now
+            self.paused_from = old
+        if not self.started_ns and target in (_S.PLANNING, _S.EXECUTING):
+            self.started_ns = now
+        self.status = target
+        return old
+
+    def stop(self, now: int) -> float | None:
+        """Close an open pause at ``now``; the execution time in milliseconds until
+        ``now`` (None when the mission never started)."""
+        if self.paused_ns:
+            self.paused_total_ns += now - self.paused_ns
+            self.paused_ns = 0
+        return (now - self.started_ns) / 1e6 if self.started_ns else None
+
+
+def add_move_properties(
+    props: dict[str, Any],
+    target: MissionStatus,
+    old: MissionStatus,
+    paused_ms: float | None = None,
+) -> None:
+    """Properties of a move between non-terminal statuses; ``paused_ms`` on leaving a pause."""
+    props[p.STATUS] = target.value
+    props[p.FROM_STATUS] = old.value
+    if paused_ms is not None:
+        # Cumulative, not this pause alone: the store keeps the maximum it has seen,
+        # which is right in any order and when an event is applied twice.
+        props[p.PAUSED_MS] = paused_ms
+
+
+def add_retry_properties(
+    props: dict[str, Any], old: MissionStatus, error: MissionError | None
+) -> None:
+    """Properties of a retry (back to executing), with the error that caused it if known."""
+    props[p.STATUS] = _S.EXECUTING.value
+    props[p.FROM_STATUS] = old.value
+    if error is not None:
+        props[p.ERROR_CODE] = error.code
+        props[p.ERROR_MESSAGE] = error.message
+
+
+def add_end_properties(
+    props: dict[str, Any],
+    status: MissionStatus,
+    old: MissionStatus,
+    *,
+    execution_ms: float | None,
+    paused_ms: float,
+    total_tokens: int,
+    total_cost: float,
+    unpriced: int,
+    error: MissionError | None = None,
+    reason: str | None = None,
+) -> None:
+    """Properties of a mission's end: its totals, and its error or the reason given."""
+    props[p.STATUS] = status.value
+    props[p.FROM_STATUS] = old.value
+    props[p.EXECUTION_TIME_MS] = execution_ms
+    props[p.PAUSED_MS] = paused_ms
+    props[p.TOTAL_TOKENS] = total_tokens
+    props[p.TOTAL_COST] = total_cost
+    props[p.UNPRICED_LLM_CALLS] = unpriced
+    if error is not None:
+        props[p.ERROR_CODE] = error.code
+        props[p.ERROR_MESSAGE] = error.message
+        props[p.ERROR_TYPE] = error.error_type
+        props[p.ERROR_STEP_INDEX] = error.step_index
+        props[p.ERROR_RECOVERABLE] = error.recoverable
+    if reason is not None:
+        props[p.REASON] = reason
+
+
+def add_step_properties(
+    props: dict[str, Any],
+    step_index: int,
+    success: bool,
+    name: str | None,
+    duration_ms: float | None,
+) -> None:
+    """Properties of a finished step."""
+    props[p.STEP_INDEX] = step_index
+    props[p.SUCCESS] = bool(success)
+    if name is not None:
+        props[p.STEP_NAME] = name
+    if duration_ms is not None:
+        props[p.DURATION_MS] = duration_ms
+
+
+def add_llm_properties(
+    props: dict[str, Any],
+    model: str,
+    provider: str | None,
+    usage: TokenUsage,
+    estimate: CostEstimate,
+    duration_ms: float | None,
+) -> None:
+    """Properties of one LLM call: the model, its tokens (``gen_ai.*``) and its price."""
+    props[p.REQUEST_MODEL] = model
+    if provider is not None:
+        props[p.PROVIDER] = provider
+    props.update(usage.to_gen_ai_attributes())
+    total = estimate.total
+    props[p.COST_USD] = None if total is None else float(total)
+    props[p.COST_SOURCE] = estimate.source
+    if duration_ms is not None:
+        props[p.DURATION_MS] = duration_ms
+
+
+class _ActiveMission(MissionState):
+    """Mutable state of one active mission (guarded by the tracker's lock)."""
+
+    __slots__ = (
+        "anonymous",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "cost",
+        "created_ns",
+        "input_tokens",
+        "llm_calls",
+        "output_tokens",
+        "reasoning_tokens",
+        "step_count",
+        "steps_ok",
+        "tools",
+        "unpriced",
+    )
+
+    def __init__(
+        self,
+        mission_id: str,
+        backend: str,
+        model: str,
+        tags: list[str],
+        session_id: str | None,
+        user_id: str | None,
+        now_ns: int,
+    ) -> None:
+        super().__init__(mission_id, backend, model, tags, session_id, user_id)
+        self.anonymous = session_id is None and user_id is None
+        self.created_ns = now_ns
+        self.step_count = 0
+        self.steps_ok: set[int] = set()
+        self.tools: dict[str, _ToolTally] = {}
+        self.llm_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_creation_tokens = 0
+        self.reasoning_tokens = 0
+        self.cost = _ZERO
+        self.unpriced = 0
 
     def snapshot(
         self,
@@ -485,32 +640,13 @@ class MissionTracker:
                     m.mission_id,
                 )
             now = self._clock()
-            from_status = self._enter(m, _S.EXECUTING, now)
+            from_status = m.enter(_S.EXECUTING, now)
             m.retry_count += 1
             count = m.retry_count
             props = m.props()
-        props[p.STATUS] = _S.EXECUTING.value
-        props[p.FROM_STATUS] = from_status.value
-        if error is not None:
-            props[p.ERROR_CODE] = error.code
-            props[p.ERROR_MESSAGE] = error.message
+        add_retry_properties(props, from_status, error)
         self._emit(EventType.RETRY_ATTEMPTED, props, m, _LIFECYCLE, now)
         return count
-
-    def _enter(self, m: _ActiveMission, target: MissionStatus, now: int) -> MissionStatus:
-        """Apply a checked move to a non-terminal status (lock held); returns the old one."""
-        old = m.status
-        if old is _S.PAUSED:
-            m.paused_total_ns += now - m.paused_ns
-            m.paused_ns = 0
-            m.paused_from = None
-        if target is _S.PAUSED:
-            m.paused_ns = now
-            m.paused_from = old
-        if not m.started_ns and target in (_S.PLANNING, _S.EXECUTING):
-            m.started_ns = now
-        m.status = target
-        return old
 
     def _move(
         self, mission_id: str | uuid.UUID, target: MissionStatus | None, kind: EventType
@@ -525,15 +661,10 @@ class MissionTracker:
                 target = m.paused_from
             check_transition(m.status, target, m.mission_id)
             now = self._clock()
-            old = self._enter(m, target, now)
-            # Cumulative, not this pause alone: the store keeps the maximum it has seen,
-            # which is right in any order and when an event is applied twice.
+            old = m.enter(target, now)
             paused_ms = m.paused_total_ns / 1e6 if old is _S.PAUSED else None
             props = m.props()
-        props[p.STATUS] = target.value
-        props[p.FROM_STATUS] = old.value
-        if paused_ms is not None:
-            props[p.PAUSED_MS] = paused_ms
+        add_move_properties(props, target, old, paused_ms)
         self._emit(kind, props, m, _LIFECYCLE, now)
 
     def mission_completed(self, mission_id: str | uuid.UUID) -> MissionAnalytics:
@@ -572,30 +703,24 @@ class MissionTracker:
             check_transition(m.status, status, m.mission_id)
             now = self._clock()
             from_status = m.status
-            if m.paused_ns:
-                m.paused_total_ns += now - m.paused_ns
-                m.paused_ns = 0
-            execution_ms = (now - m.started_ns) / 1e6 if m.started_ns else None
+            execution_ms = m.stop(now)
             record = m.snapshot(status, self._collector.session_id, now, execution_ms, error)
             del self._active[m.mission_id]
             self._remember(record)
             props = m.props()
             active = len(self._active)
-        props[p.STATUS] = status.value
-        props[p.FROM_STATUS] = from_status.value
-        props[p.EXECUTION_TIME_MS] = execution_ms
-        props[p.PAUSED_MS] = record.paused_ms
-        props[p.TOTAL_TOKENS] = record.total_tokens
-        props[p.TOTAL_COST] = record.total_cost
-        props[p.UNPRICED_LLM_CALLS] = record.unpriced_llm_calls
-        if error is not None:
-            props[p.ERROR_CODE] = error.code
-            props[p.ERROR_MESSAGE] = error.message
-            props[p.ERROR_TYPE] = error.error_type
-            props[p.ERROR_STEP_INDEX] = error.step_index
-            props[p.ERROR_RECOVERABLE] = error.recoverable
-        if reason is not None:
-            props[p.REASON] = reason
+        add_end_properties(
+            props,
+            status,
+            from_status,
+            execution_ms=execution_ms,
+            paused_ms=record.paused_ms,
+            total_tokens=record.total_tokens,
+            total_cost=record.total_cost,
+            unpriced=record.unpriced_llm_calls,
+            error=error,
+            reason=reason,
+        )
         self._emit(kind, props, m, _LIFECYCLE, now)
         metrics = self._metrics
         if metrics is not None:
@@ -638,12 +763,7 @@ class MissionTracker:
             if success:
                 m.steps_ok.add(step_index)
             props = m.props()
-        props[p.STEP_INDEX] = step_index
-        props[p.SUCCESS] = bool(success)
-        if name is not None:
-            props[p.STEP_NAME] = name
-        if duration_ms is not None:
-            props[p.DURATION_MS] = duration_ms
+        add_step_properties(props, step_index, success, name, duration_ms)
         self._emit(EventType.MISSION_STEP_COMPLETED, props, m)
 
     def tool_invoked(
@@ -761,14 +881,7 @@ class MissionTracker:
             else:
                 m.cost += total
             props = m.props()
-        props[p.REQUEST_MODEL] = call_model
-        if provider is not None:
-            props[p.PROVIDER] = provider
-        props.update(usage.to_gen_ai_attributes())
-        props[p.COST_USD] = None if total is None else float(total)
-        props[p.COST_SOURCE] = estimate.source
-        if duration_ms is not None:
-            props[p.DURATION_MS] = duration_ms
+        add_llm_properties(props, call_model, provider, usage, estimate, duration_ms)
         self._emit(EventType.TOKENS_CONSUMED, props, m)
         metrics = self._metrics
         if metrics is not None:

@@ -34,6 +34,7 @@ from tachimeter.alerts.history import read_alert_events, read_alert_states, read
 from tachimeter.analyze.connection import ReadSource, read_connection
 from tachimeter.analyze.quantiles import quantile
 from tachimeter.errors import QueryError
+from tachimeter.missions.lifecycle import TERMINAL_STATUSES
 from tachimeter.model.timestamps import format_timestamp, utc_now
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
     "build_report",
 ]
 
-_FINISHED: Final = frozenset({"completed", "failed", "cancelled", "abandoned"})
+_FINISHED: Final = frozenset(s.value for s in TERMINAL_STATUSES)
 # Alert state changes listed in a report: the newest ones; the per-rule counts cover all.
 _ALERT_CHANGES_SHOWN: Final = 50
 # Longer error messages are cut in the report (the store keeps them whole).

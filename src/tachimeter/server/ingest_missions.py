@@ -34,6 +34,15 @@ from msgspec import Meta
 from tachimeter.errors import ValidationError
 from tachimeter.missions import properties as p
 from tachimeter.missions.lifecycle import TRANSITIONS, MissionStatus
+from tachimeter.missions.records import MissionError
+from tachimeter.missions.tracker import (
+    MissionState,
+    add_end_properties,
+    add_llm_properties,
+    add_move_properties,
+    add_retry_properties,
+    add_step_properties,
+)
 from tachimeter.model.event_types import EventPriority, EventType
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.ids import uuid7, uuid7_from_ns
@@ -182,28 +191,10 @@ class MissionAck(msgspec.Struct, kw_only=True, omit_defaults=True):
     total_cost: float | None = None
 
 
-class _Stored:
+class _Stored(MissionState):
     """A stored mission, as much of it as the tracker holds in memory for the next call."""
 
-    __slots__ = (
-        "backend",
-        "last_seq",
-        "mission_id",
-        "model",
-        "paused_from",
-        "paused_ns",
-        "paused_total_ns",
-        "retry_count",
-        "session_id",
-        "started_ns",
-        "status",
-        "step_count",
-        "tags",
-        "total_cost",
-        "total_tokens",
-        "unpriced",
-        "user_id",
-    )
+    __slots__ = ("step_count", "total_cost", "total_tokens", "unpriced")
 
     def __init__(
         self,
@@ -223,23 +214,15 @@ class _Stored:
         total_cost: float = 0.0,
         unpriced: int = 0,
     ) -> None:
-        self.mission_id = mission_id
-        self.backend = backend
-        self.model = model
-        self.tags = tags
-        self.session_id = session_id
-        self.user_id = user_id
+        super().__init__(mission_id, backend, model, tags, session_id, user_id)
         self.status = status
-        self.last_seq = last_seq
+        self.seq = last_seq + 1
         self.retry_count = retry_count
         self.started_ns = started_ns
         self.step_count = step_count
         self.total_tokens = total_tokens
         self.total_cost = total_cost
         self.unpriced = unpriced
-        self.paused_total_ns = 0
-        self.paused_ns = 0
-        self.paused_from: MissionStatus | None = None
 
     @classmethod
     def from_row(cls, mission_id: str, row: Sequence[Any]) -> _Stored:
@@ -263,34 +246,6 @@ class _Stored:
             total_cost=float(total_cost),
             unpriced=int(unpriced),
         )
-
-    def props(self) -> dict[str, Any]:
-        """The properties every event of the mission carries; takes the next ``seq``."""
-        self.last_seq += 1
-        return {
-            p.MISSION_ID: self.mission_id,
-            p.BACKEND: self.backend,
-            p.MODEL: self.model,
-            p.TAGS: self.tags,
-            p.SEQ: self.last_seq,
-            p.RETRY_COUNT: self.retry_count,
-        }
-
-    def enter(self, target: MissionStatus, now: int) -> MissionStatus:
-        """The tracker's ``_enter``: a checked move to a non-terminal status."""
-        old = self.status
-        if old is _S.PAUSED:
-            if self.paused_ns:  # unknown when the pause event is gone (retention)
-                self.paused_total_ns += now - self.paused_ns
-            self.paused_ns = 0
-            self.paused_from = None
-        if target is _S.PAUSED:
-            self.paused_ns = now
-            self.paused_from = old
-        if not self.started_ns and target in (_S.PLANNING, _S.EXECUTING):
-            self.started_ns = now
-        self.status = target
-        return old
 
 
 _READ_SQL: Final = (
@@ -408,8 +363,7 @@ class MissionRecorder:
             target = MissionStatus(body.status)
             old = stored.enter(target, now)
             props = stored.props()
-            props[p.STATUS] = target.value
-            props[p.FROM_STATUS] = old.value
+            add_move_properties(props, target, old)
             events.append(self._event(stored, EventType.MISSION_STARTED, props, _LIFECYCLE, now))
         return events, self._ack(stored)
 
@@ -492,11 +446,9 @@ class MissionRecorder:
         self._check(stored, target, action)
         old = stored.enter(target, now)
         props = stored.props()
-        props[p.STATUS] = target.value
-        props[p.FROM_STATUS] = old.value
-        if old is _S.PAUSED:
-            # Cumulative, as the tracker sends it: the store keeps the largest seen.
-            props[p.PAUSED_MS] = stored.paused_total_ns / 1e6
+        add_move_properties(
+            props, target, old, stored.paused_total_ns / 1e6 if old is _S.PAUSED else None
+        )
         return [self._event(stored, kind, props, _LIFECYCLE, now)], self._ack(stored)
 
     def _retry(
@@ -512,12 +464,10 @@ class MissionRecorder:
         old = stored.enter(_S.EXECUTING, now)
         stored.retry_count += 1
         props = stored.props()
-        props[p.STATUS] = _S.EXECUTING.value
-        props[p.FROM_STATUS] = old.value
-        if body.code is not None:
-            # As the tracker's retry(error=MissionError(code, message)).
-            props[p.ERROR_CODE] = body.code
-            props[p.ERROR_MESSAGE] = body.message or ""
+        error = (
+            None if body.code is None else MissionError(code=body.code, message=body.message or "")
+        )
+        add_retry_properties(props, old, error)
         event = self._event(stored, EventType.RETRY_ATTEMPTED, props, _LIFECYCLE, now)
         ack = self._ack(stored)
         ack.retry_count = stored.retry_count
@@ -529,28 +479,22 @@ class MissionRecorder:
         status, kind = _ENDINGS[action]
         self._check(stored, status, action)
         from_status = stored.status
-        if stored.paused_ns:
-            stored.paused_total_ns += now - stored.paused_ns
-            stored.paused_ns = 0
-        execution_ms = (now - stored.started_ns) / 1e6 if stored.started_ns else None
+        execution_ms = stored.stop(now)
         paused_ms = stored.paused_total_ns / 1e6
         stored.status = status
         props = stored.props()
-        props[p.STATUS] = status.value
-        props[p.FROM_STATUS] = from_status.value
-        props[p.EXECUTION_TIME_MS] = execution_ms
-        props[p.PAUSED_MS] = paused_ms
-        props[p.TOTAL_TOKENS] = stored.total_tokens
-        props[p.TOTAL_COST] = stored.total_cost
-        props[p.UNPRICED_LLM_CALLS] = stored.unpriced
-        if isinstance(body, FailBody):
-            props[p.ERROR_CODE] = body.code
-            props[p.ERROR_MESSAGE] = body.message
-            props[p.ERROR_TYPE] = body.error_type
-            props[p.ERROR_STEP_INDEX] = body.step_index
-            props[p.ERROR_RECOVERABLE] = body.recoverable
-        elif isinstance(body, CancelBody) and body.reason is not None:
-            props[p.REASON] = body.reason
+        add_end_properties(
+            props,
+            status,
+            from_status,
+            execution_ms=execution_ms,
+            paused_ms=paused_ms,
+            total_tokens=stored.total_tokens,
+            total_cost=stored.total_cost,
+            unpriced=stored.unpriced,
+            error=_error_of(body),
+            reason=body.reason if isinstance(body, CancelBody) else None,
+        )
         event = self._event(stored, kind, props, _LIFECYCLE, now)
         ack = self._ack(stored)
         ack.execution_time_ms = execution_ms
@@ -566,12 +510,7 @@ class MissionRecorder:
     ) -> tuple[list[AnalyticsEvent], MissionAck]:
         index = stored.step_count if body.index is None else body.index
         props = stored.props()
-        props[p.STEP_INDEX] = index
-        props[p.SUCCESS] = body.success
-        if body.name is not None:
-            props[p.STEP_NAME] = body.name
-        if body.duration_ms is not None:
-            props[p.DURATION_MS] = body.duration_ms
+        add_step_properties(props, index, body.success, body.name, body.duration_ms)
         event = self._event(stored, EventType.MISSION_STEP_COMPLETED, props, _ACTIVITY, now)
         ack = self._ack(stored)
         ack.step_index = index
@@ -611,16 +550,8 @@ class MissionRecorder:
         model = body.model or stored.model
         cost = None if body.cost_usd is None else Decimal(repr(body.cost_usd))
         estimate = self._prices.estimate(model, usage, provider=body.provider, cost=cost)
-        total = estimate.total
         props = stored.props()
-        props[p.REQUEST_MODEL] = model
-        if body.provider is not None:
-            props[p.PROVIDER] = body.provider
-        props.update(usage.to_gen_ai_attributes())
-        props[p.COST_USD] = None if total is None else float(total)
-        props[p.COST_SOURCE] = estimate.source
-        if body.duration_ms is not None:
-            props[p.DURATION_MS] = body.duration_ms
+        add_llm_properties(props, model, body.provider, usage, estimate, body.duration_ms)
         event = self._event(stored, EventType.TOKENS_CONSUMED, props, _ACTIVITY, now)
         ack = self._ack(stored)
         ack.cost_usd = props[p.COST_USD]
@@ -661,8 +592,21 @@ class MissionRecorder:
     @staticmethod
     def _ack(stored: _Stored) -> MissionAck:
         return MissionAck(
-            mission_id=stored.mission_id, status=stored.status.value, seq=stored.last_seq
+            mission_id=stored.mission_id, status=stored.status.value, seq=stored.seq - 1
         )
+
+
+def _error_of(body: MissionCall) -> MissionError | None:
+    """The ``MissionError`` a ``fail`` body describes (None for other calls)."""
+    if not isinstance(body, FailBody):
+        return None
+    return MissionError(
+        code=body.code,
+        message=body.message,
+        step_index=body.step_index,
+        recoverable=body.recoverable,
+        error_type=body.error_type,
+    )
 
 
 _ENDINGS: Final[dict[str, tuple[MissionStatus, EventType]]] = {
