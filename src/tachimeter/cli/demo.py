@@ -69,6 +69,7 @@ def generate_agent_events(count: int, seed: int) -> list[tuple[Any, dict[str, An
         model = rng.choice(BACKENDS[backend])
         mission = f"m-{rng.getrandbits(40):010x}"
         common = {"mission_id": mission, "backend": backend, "model": model}
+        start = len(out)
         out.append((EventType.SESSION_STARTED, {"user_id": user}))
         out.append((EventType.FEATURE_USED, {"user_id": user, "data": UsageEventData(
             feature=rng.choice(FEATURES), action="open", success=True)}))  # fmt: skip
@@ -99,6 +100,10 @@ def generate_agent_events(count: int, seed: int) -> list[tuple[Any, dict[str, An
             out.append((EventType.MISSION_FAILED, {"user_id": user, "properties": dict(common)}))
         else:
             out.append((EventType.MISSION_COMPLETED, {"user_id": user, "properties": dict(common)}))
+        # One journey, one session (as an application would pass its own session id).
+        session = f"s-{rng.getrandbits(48):012x}"
+        for _, kwargs in out[start:]:
+            kwargs["session_id"] = session
     return out[:count]
 
 
@@ -282,12 +287,13 @@ def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 
     start = now - dt.timedelta(days=days)
     generated = generate_agent_events(events, seed)
     span = (now - start).total_seconds()
+    shift = 0.0
     for i, (kind, kwargs) in enumerate(progress(generated, description="product events")):
         offset = span * i / len(generated)
-        hour = (start + dt.timedelta(seconds=offset)).hour
-        if hour < 7 and rng.random() < 0.6:  # quieter nights
-            offset += 8 * 3600 * rng.random()
-        when = min(now, start + dt.timedelta(seconds=offset))
+        if kind is EventType.SESSION_STARTED:  # quieter nights: move whole sessions
+            hour = (start + dt.timedelta(seconds=offset)).hour
+            shift = 8 * 3600 * rng.random() if hour < 7 and rng.random() < 0.6 else 0.0
+        when = min(now, start + dt.timedelta(seconds=offset + shift))
         collector.track(kind, timestamp=when, **kwargs)
     for incident in INCIDENTS:
         for kind, kwargs in _incident_events(incident, now, rng):
