@@ -130,8 +130,26 @@ def make_caller_cases() -> tuple[
     return cases, settle, close
 
 
+class _GcTimer:
+    """Seconds spent in garbage collections while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full_collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.full_collections += info["generation"] == 2
+
+
 def throughput(sink_kind: str, threads: int, total: int) -> dict[str, float]:
-    """Events/s from the first track() to the sink having everything (flush returned)."""
+    """Events/s from the first track() to the sink having everything (flush returned),
+    with the process's CPU time per event and the time spent in garbage collections
+    (the memory sink keeps every event, so full collections grow with the run)."""
     with tempfile.TemporaryDirectory() as tmp:
         sink: Any = MemorySink() if sink_kind == "memory" else JsonlFileSink(Path(tmp) / "e.jsonl")
         collector = EventCollector(
@@ -151,13 +169,20 @@ def throughput(sink_kind: str, threads: int, total: int) -> dict[str, float]:
         workers = [threading.Thread(target=produce) for _ in range(threads)]
         for worker in workers:
             worker.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for worker in workers:
-            worker.join()
-        produced = time.perf_counter() - started
-        assert collector.flush(timeout=600)
-        elapsed = time.perf_counter() - started
+        gc_timer = _GcTimer()
+        gc.callbacks.append(gc_timer)
+        try:
+            barrier.wait()
+            started = time.perf_counter()
+            cpu_started = time.process_time()
+            for worker in workers:
+                worker.join()
+            produced = time.perf_counter() - started
+            assert collector.flush(timeout=600)
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+        finally:
+            gc.callbacks.remove(gc_timer)
         stats = collector.stats()
         collector.shutdown(timeout=30)
         assert stats.events_processed == per_thread * threads, stats
@@ -166,6 +191,9 @@ def throughput(sink_kind: str, threads: int, total: int) -> dict[str, float]:
         "events_per_second": per_thread * threads / elapsed,
         "producer_seconds": produced,
         "total_seconds": elapsed,
+        "cpu_us_per_event": cpu / (per_thread * threads) * 1e6,
+        "gc_seconds": gc_timer.seconds,
+        "gc_full_collections": gc_timer.full_collections,
     }
 
 
@@ -264,8 +292,16 @@ def main() -> None:
     }
     print_table(
         "end to end, track() to sink, 200 000 events",
-        [(name, f"{r['events_per_second']:,.0f}") for name, r in e2e.items()],
-        ("case", "events/s"),
+        [
+            (
+                name,
+                f"{r['events_per_second']:,.0f}",
+                f"{r['cpu_us_per_event']:.2f}",
+                f"{r['gc_seconds'] * 1000:.0f}",
+            )
+            for name, r in e2e.items()
+        ],
+        ("case", "events/s", "CPU us/event", "GC ms"),
     )
     memory = overload_rss()
     print_table(

@@ -397,3 +397,41 @@ def test_a_name_tracked_before_shutdown_is_dropped_after_it(collectors: Any) -> 
     stats = collector.stats()
     assert stats.dropped_by_reason == {"shutdown": 1} and stats.events_pending == 0
     assert len(sink.events()) == 1 and stats.balanced()
+
+
+def test_events_in_one_microsecond_share_a_timestamp_and_keep_distinct_ids(
+    collectors: Any,
+) -> None:
+    """The worker makes one datetime per distinct microsecond: repeats, returns to an
+    earlier microsecond and second boundaries all keep the caller's exact time."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    base = dt.datetime(2025, 3, 1, 23, 59, 59, 999_999, tzinfo=dt.UTC)
+    offsets = [0, 0, 0, 1, 1, 0, 2, -1_000_000, -1_000_000, 1]
+    times = [base + dt.timedelta(microseconds=us) for us in offsets]
+    for i, when in enumerate(times):
+        collector.track("feature_used", {"i": i}, timestamp=when)
+    assert collector.flush(timeout=10)
+    events = sorted(sink.events(), key=lambda e: e.data["i"])
+    assert [e.timestamp for e in events] == times
+    assert all(e.timestamp.tzinfo is dt.UTC for e in events)
+    assert len({e.id for e in events}) == len(events)
+
+
+def test_a_prebuilt_event_whose_data_leads_back_to_it_is_dead_lettered(
+    collectors: Any,
+) -> None:
+    """Events are not tracked by the garbage collector; the one cycle that would make
+    one unfreeable (data leading back to its event) never reaches a sink."""
+    sink = MemorySink()
+    collector = collectors(sinks=[sink])
+    data: dict[str, Any] = {"feature": "search"}
+    event = AnalyticsEvent.new(EventType.FEATURE_USED, data)
+    data["self"] = event
+    collector.collect(event)
+    collector.track("feature_used", {"feature": "search"})
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert stats.events_dead_lettered == 1 and stats.events_processed == 1 and stats.balanced()
+    assert [e.data for e in sink.events()] == [{"feature": "search"}]
+    data.clear()

@@ -52,7 +52,17 @@ CallKind = Literal["track", "page", "identify"]
 _EMPTY_METADATA = EventMetadata()
 
 
-class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+# Not tracked by the garbage collector (gc=False): a process keeps many events alive at
+# once (queued, buffered, batched for a sink, held by a MemorySink), and every tracked
+# survivor makes full collections both sooner and longer. The one cost: a gc=False object
+# that sits in a reference cycle is never freed. An event cannot start a cycle (it is
+# frozen: its fields exist before it does, and none of them refers to it), so a cycle
+# would need a mutable value in its data to be changed afterwards to lead back to it. Data
+# is JSON-like: validation dead-letters any data holding an event or any other non-JSON
+# object, so the collector never delivers such an event; only hand-made misuse can leak,
+# and it leaks that one cycle. Cycles among data values themselves are still collected:
+# the data stays tracked (tests/model/test_event_gc.py).
+class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One analytics event (spec 406), with the spec 355 product fields beside it.
 
     ``session_assigned`` is True when the collector filled in its own session id rather
