@@ -10,6 +10,9 @@ Goal (measured, not asserted): each of the dashboard questions under 200 ms medi
 The ``raw:`` rows answer the same questions from raw events only (``use_summaries=False``)
 to show what the summary tables buy.
 
+bench/store.py calls :func:`run_query_latency` on the database its collector and
+``StoreSink`` filled, summary tables maintained on write (the issue's headline figures).
+
 The database is cached by its path (default: the temp directory, named by the generator
 version and size), so a second run skips the two minutes of building. Run alone with
 ``python -m bench.queries``; ``TACHIMETER_BENCH_QUERY_EVENTS`` scales it down.
@@ -36,13 +39,15 @@ from tachimeter import analyze as ta
 from tachimeter.store.migrations import all_migrations
 from tachimeter.store.sqlite import SQLiteStore
 
-__all__ = ["ensure_database", "main", "query_latency", "run_query_latency"]
+__all__ = ["FUNNEL", "ensure_database", "main", "run_query_latency"]
 
 DEFAULT_EVENTS: Final = 1_000_000
 USERS_PER_EVENT: Final = 100  # 1M events: 10 000 users
 DAYS: Final = 60
 SEED: Final = 0
-ROUNDS: Final = 15
+# The issue asks for 20+ repeats per query: 25 rounds give a p95 from interpolation
+# between the 23rd and 24th samples.
+ROUNDS: Final = 25
 RAW_ROUNDS: Final = 3
 FUNNEL: Final = ta.FunnelDefinition(
     name="bench_missions",
@@ -119,7 +124,8 @@ def _prepare(path: Path) -> None:
 
 def _cases(conn: sqlite3.Connection) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     last = conn.execute("SELECT max(timestamp) FROM analytics_events").fetchone()[0]
-    end = dt.datetime.fromisoformat(last[:10]).replace(tzinfo=dt.UTC)  # midnight: whole days
+    # The midnight after the last event: whole days, the last one included.
+    end = dt.datetime.fromisoformat(last[:10]).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
     month, week = end - dt.timedelta(days=30), end - dt.timedelta(days=7)
     cohorts = end - dt.timedelta(weeks=8)
     cursor: str | None = None
@@ -214,10 +220,6 @@ def run_query_latency(db_path: str | os.PathLike[str]) -> dict[str, Any]:
         results = _measure(cases, rounds)
         events = conn.execute("SELECT count(*) FROM analytics_events").fetchone()[0]
     return {"events": events, "window": window, "queries": results}
-
-
-# bench/store.py looks for a ``query_latency`` function.
-query_latency = run_query_latency
 
 
 def main() -> None:

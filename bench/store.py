@@ -1,37 +1,41 @@
-"""Store ingest: raw ``executemany`` (the ceiling) against the collector and ``StoreSink``.
+"""Store ingest and query latency (issue #5): raw ``executemany`` against the whole write path.
 
-One deterministic stream of agent-product events (names, 1 000 users with a skewed
-activity, sessions, properties, time-ordered UUIDv7 ids) is ingested into a fresh
-database with every migration applied, in one process:
+One stream of agent-product events from :mod:`bench.datagen` (sessions, sign-ups and
+churn, page views, missions ``created -> started -> step* -> completed`` with drop-offs,
+tool calls with durations, tokens and cost, late arrivals), timestamps over the 30 whole
+days that end at today's midnight UTC, 100 events per user (10 000 users at 1M), is
+ingested into two fresh databases with every migration applied, in one process:
 
-* ``raw``: rows built straight from the stream and inserted with ``executemany``, one
-  transaction per 1 000 rows: what SQLite can take on this schema and these indexes;
-* ``sink``: ``EventCollector.track`` with the collector's default 100-event batches into a
-  :class:`~tachimeter.store.StoreSink`, which groups waiting batches into one
-  transaction (the goal: ``sink / raw >= 0.7``);
-* ``store_write_batch``: ``SQLiteStore.write_batch`` called directly with 1 000 events:
-  the store's own cost without the collector's;
-* ``sink_commit_per_batch``: the sink with one transaction per batch, which shows what
-  grouping buys;
-* ``sink_with_projections``: with every projection a default store keeps
-  (``tachimeter.defaults.default_projections``: the summaries, missions, event metrics;
-  named in the JSON): what keeping the derived tables costs on top.
+* ``raw`` (the ceiling): rows built from the stream and inserted with ``executemany``,
+  one transaction per 1 000 rows, same schema, indexes and pragmas;
+* ``sink_with_projections`` (the headline): ``EventCollector.track`` with the collector's
+  default 100-event batches into a :class:`~tachimeter.store.StoreSink` keeping every
+  projection a default store keeps (``tachimeter.defaults.default_projections``: daily
+  rollups, user activity, feature usage, sessions, funnel conversions of the benchmark's
+  3-step funnel, defined before the first event, missions, event metrics). Everything the
+  store maintains on write is in its time. Goal: at least 0.7 of raw's events/s.
 
-The last three ingest at most 200 000 events and are compared with raw's rate over as
-many events. Reported per way: events/s overall and over the last 10 % (indexes grow, so
-late rows cost more), bytes of database per event, and the sink's transactions. The
-caller flushes every 50 batches: a collector hands a sink at most 64 batches before it
-drops them for that sink (``_SINK_INBOX``), and an ingest benchmark must not drop.
+The two take turns, in chunks of a twentieth of the stream (the order shuffled each
+round), into their own files; the sink's collector keeps running across chunks. Load from
+other processes on a shared machine then hits both alike. Reported: events/s overall and
+over the last 10 % (indexes grow, late rows cost more), database bytes per event.
 
-``TACHIMETER_BENCH_EVENTS`` scales the run down (default 1 000 000). Query latency over
-the stored events belongs to the analytics benchmark: :func:`run_query_latency`.
-Run alone with ``python -m bench.store`` (or ``python -m bench store`` once listed there).
+Secondary rows, at most 200 000 events, interleaved in the same rounds and compared with
+a raw run of their own size: the sink without projections, the sink committing every
+batch (what grouping buys) and ``SQLiteStore.write_batch`` called directly (the store's
+cost without the collector's).
+
+Then, on the ``sink_with_projections`` database as ingest left it, the dashboard
+questions of the issue, measured by :func:`bench.queries.run_query_latency` (median and
+p95 of 25 interleaved rounds each; goal: each under 200 ms median at 1M events).
+
+``TACHIMETER_BENCH_EVENTS`` scales the run down (default 1 000 000). Run alone with
+``python -m bench.store`` or ``python -m bench store``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import random
 import shutil
@@ -39,13 +43,15 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeAlias
 
 import msgspec
 
+from bench import datagen
 from bench.harness import print_table, write_results
+from bench.queries import FUNNEL, run_query_latency
+from tachimeter import analyze as ta
 from tachimeter.collect.collector import EventCollector
 from tachimeter.config.settings import (
     AnalyticsConfig,
@@ -53,152 +59,148 @@ from tachimeter.config.settings import (
     SamplingSettings,
     StorageSettings,
 )
+from tachimeter.defaults import default_projections
+from tachimeter.missions.properties import MISSION_ID, SEQ, STATUS, STEP_INDEX
+from tachimeter.model.codec import data_to_builtins
 from tachimeter.model.data import EventMetadata
-from tachimeter.model.event_types import EventCategory, SamplingConfig, event_type_from_name
-from tachimeter.model.events import AnalyticsEvent
+from tachimeter.model.event_types import EventCategory, EventPriority, SamplingConfig
+from tachimeter.model.events import AnalyticsEvent, CallKind
 from tachimeter.model.ids import uuid7_from_ns
 from tachimeter.model.rows import event_to_row
-from tachimeter.model.timestamps import format_timestamp, from_ns, utc_now
+from tachimeter.model.timestamps import format_timestamp, utc_now
 from tachimeter.store import Migrator, Projection, SQLiteStore, StoreSink
 from tachimeter.store.sink import DEFAULT_TRANSACTION_EVENTS
 from tachimeter.store.sqlite import _WRITER_CACHE_KIB
 
 DEFAULT_EVENTS: Final = 1_000_000
+DAYS: Final = 30
+EVENTS_PER_USER: Final = 100  # 1M events: 10 000 users, as bench/queries.py
+SEED: Final = 0
 RAW_TRANSACTION_ROWS: Final = 1_000
 # The collector's default batch size: one StoreSink.process() per 100 events.
 BUFFER_SIZE: Final = 100
-# The two side runs (commit per batch, all projections) answer "how much slower" and need
-# no million events: they ingest at most this many, compared with raw over as many.
+# The secondary rows answer "how much does this part cost" and need no million events.
 SIDE_EVENTS: Final = 200_000
-# Each way ingests its events in this many chunks, the ways taking turns.
+# Every way ingests its events in this many chunks, the ways taking turns; a multiple of
+# 10, so a checkpoint falls at 90 % and the last-10 % rate is over exactly the last tenth.
 CHUNKS: Final = 20
 # Batches the caller lets the collector hand the sink between flushes: below the 64 a
-# sink may have waiting before the collector drops batches for it.
+# sink may have waiting before the collector drops batches for it (``_SINK_INBOX``).
 FLUSH_EVERY_BATCHES: Final = 50
-START: Final = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-# One event every 2.6 s on average: a million events span about 30 days.
-MEAN_GAP_NS: Final = 2_600_000_000
-USERS: Final = 1_000
-CONCURRENT_SESSIONS: Final = 40
-
-_NAMES: Final = (
-    ("feature_used", 25),
-    ("page_view", 14),
-    ("tool_invoked", 15),
-    ("tokens_consumed", 10),
-    ("response_latency", 8),
-    ("mission_step_completed", 8),
-    ("search_performed", 6),
-    ("command_executed", 5),
-    ("cache_hit", 3),
-    ("mission_started", 2),
-    ("error_occurred", 2),
-    ("mission_completed", 2),
-)
-_FEATURES: Final = ("search", "refactor", "explain", "test_gen", "review", "chat", "plan")
-_TOOLS: Final = ("read_file", "grep", "run_tests", "edit_file", "web_search", "shell")
-_MODELS: Final = ("claude-sonnet-4", "claude-haiku-4", "gpt-4o", "gpt-4o-mini")
-_PATHS: Final = ("/", "/missions", "/missions/detail", "/settings", "/dashboard", "/docs")
-_QUERIES: Final = ("flaky test", "rate limit", "migration", "auth token", "café crème")
-_COMMANDS: Final = ("run", "status", "deploy", "rollback", "logs")
-_COMPONENTS: Final = ("planner", "executor", "tool_runner", "llm_client")
+GOAL_RATIO: Final = 0.7
+_SESSIONS: Final = uuid.UUID("6f1c1a3e-55b2-4b7e-9a59-3c1d2f0e8b11")
+_STATUS: Final = {
+    "mission_created": "created",
+    "mission_started": "executing",
+    "mission_completed": "completed",
+    "mission_failed": "failed",
+}
 _json: Final = msgspec.json.Encoder().encode
 
 
 class Source(NamedTuple):
-    """One generated event, before either ingest path turns it into a row."""
+    """One generated event as a caller hands it over (``data``, typed or a dict) and, for
+    the raw ceiling, the parts of its row that are constant or known up front."""
 
     ns: int
+    timestamp: dt.datetime
+    kind: Any  # EventType | Custom: what track() takes
     name: str
-    user_id: str
+    data: Any
+    properties: Any  # data as the row's JSON value: what raw encodes
+    user_id: str | None
     session_id: str
-    properties: dict[str, Any]
+    call: CallKind
+    page_url: str | None
+    referrer: str | None
+    priority: EventPriority
+    context: str
+    category: str
 
 
-class _Session:
-    __slots__ = ("id", "left", "mission_id", "step", "user_id")
-
-    def __init__(self, rng: random.Random, user_id: str) -> None:
-        self.id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        self.user_id = user_id
-        self.left = rng.randint(5, 120)
-        self.mission_id = f"m-{rng.getrandbits(48):012x}"
-        self.step = 0
+def data_start(today: dt.date | None = None) -> dt.datetime:
+    """Midnight UTC ``DAYS`` days before today's: the data ends at today's midnight."""
+    day = today or utc_now().date()
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=DAYS)
 
 
-def generate(n: int, seed: int = 0) -> Iterator[Source]:
-    """``n`` events in time order; the same ``n`` and ``seed`` give the same stream."""
-    rng = random.Random(seed)
-    users = [f"user-{rng.getrandbits(32):08x}" for _ in range(USERS)]
-    # A few users are very active, most are not (Zipf-like, exponent 0.8).
-    user_weights = list(_accumulate(1 / (rank + 1) ** 0.8 for rank in range(USERS)))
-    names = [name for name, _ in _NAMES]
-    name_weights = list(_accumulate(float(w) for _, w in _NAMES))
+def agent_stream(n: int, seed: int = SEED) -> list[Source]:
+    """The first ``n`` events (in arrival order) of ``bench.datagen``'s agent product.
 
-    def new_session() -> _Session:
-        return _Session(rng, rng.choices(users, cum_weights=user_weights)[0])
+    Through the library every event has a session: the generator's events without one
+    (meant for the server's inactivity split) get one per user and day. Mission events
+    get what ``MissionTracker`` adds (``seq``, ``status``, ``step_index``), so the mission
+    tables are kept as for an agent using ``tachimeter.mission()``.
+    """
+    data = datagen.generate(
+        seed=seed, events=n, users=max(1, n // EVENTS_PER_USER), days=DAYS, start=data_start()
+    )
+    events = data.events[:n]
+    tracked = _as_tracked(events)
+    metadata = EventMetadata.from_environment()
+    contexts: dict[tuple[Any, ...], tuple[str, str]] = {}
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    out: list[Source] = []
+    for event in events:
+        key = (event.event_type, event.priority, event.call, type(event.data))
+        if key not in contexts:
+            # The context the collector writes: this process's metadata, not the user's.
+            probe = AnalyticsEvent(
+                id=uuid7_from_ns(0),
+                category=event.category,
+                event_type=event.event_type,
+                timestamp=event.timestamp,
+                data=event.data,
+                metadata=metadata,
+                priority=event.priority,
+                call=event.call,
+            )
+            contexts[key] = (event_to_row(probe).context or "", event.category.value)
+        context, category = contexts[key]
+        payload = tracked.get(id(event), event.data)
+        session_id = event.session_id or str(
+            uuid.uuid5(_SESSIONS, f"{event.user_id}/{event.timestamp.date()}")
+        )
+        out.append(
+            Source(
+                (event.timestamp - epoch) // dt.timedelta(microseconds=1) * 1000,
+                event.timestamp,
+                event.event_type,
+                event.event_type.event_name,
+                payload,
+                data_to_builtins(payload),
+                event.user_id,
+                session_id,
+                event.call,
+                event.page_url,
+                event.referrer,
+                event.priority,
+                context,
+                category,
+            )
+        )
+    return out
 
-    sessions = [new_session() for _ in range(CONCURRENT_SESSIONS)]
-    ns = int((START - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds()) * 10**9
-    for _ in range(n):
-        ns += 1 + int(rng.expovariate(1.0) * MEAN_GAP_NS)
-        slot = rng.randrange(CONCURRENT_SESSIONS)
-        session = sessions[slot]
-        name = rng.choices(names, cum_weights=name_weights)[0]
-        yield Source(ns, name, session.user_id, session.id, _properties(rng, name, session))
-        session.left -= 1
-        if session.left <= 0:
-            sessions[slot] = new_session()
 
-
-def _accumulate(values: Iterable[float]) -> Iterator[float]:
-    total = 0.0
-    for value in values:
-        total += value
-        yield total
-
-
-def _properties(rng: random.Random, name: str, session: _Session) -> dict[str, Any]:
-    if name == "feature_used":
-        return {
-            "feature": rng.choice(_FEATURES),
-            "duration_ms": rng.randint(20, 4000),
-            "success": rng.random() < 0.93,
-        }
-    if name == "page_view":
-        return {"path": rng.choice(_PATHS), "load_ms": rng.randint(50, 900)}
-    if name == "tool_invoked":
-        return {
-            "gen_ai.tool.name": rng.choice(_TOOLS),
-            "duration_ms": rng.randint(5, 15000),
-            "success": rng.random() < 0.9,
-            "mission_id": session.mission_id,
-        }
-    if name == "tokens_consumed":
-        prompt = rng.randint(200, 30000)
-        return {
-            "gen_ai.request.model": rng.choice(_MODELS),
-            "gen_ai.usage.input_tokens": prompt,
-            "gen_ai.usage.output_tokens": rng.randint(20, 4000),
-            "gen_ai.usage.cache_read.input_tokens": rng.randint(0, prompt),
-            "mission_id": session.mission_id,
-        }
-    if name == "response_latency":
-        return {"metric": "llm_latency", "value": round(rng.lognormvariate(6.5, 0.6), 3)}
-    if name in ("mission_step_completed", "mission_started", "mission_completed"):
-        session.step += 1
-        return {"mission_id": session.mission_id, "step": session.step}
-    if name == "search_performed":
-        return {"query": rng.choice(_QUERIES), "result_count": rng.randint(0, 50)}
-    if name == "command_executed":
-        return {"command": rng.choice(_COMMANDS), "exit_code": int(rng.random() < 0.05)}
-    if name == "error_occurred":
-        return {
-            "code": f"E{rng.randint(100, 140)}",
-            "message": "tool call timed out",
-            "component": rng.choice(_COMPONENTS),
-        }
-    return {"key": f"k{rng.randint(0, 99)}"}
+def _as_tracked(events: list[AnalyticsEvent]) -> dict[int, dict[str, Any]]:
+    """Per ``id(event)`` of a mission event: its properties as the tracker writes them,
+    ``seq`` numbering each mission's events in the order they happened."""
+    seqs: dict[str, int] = {}
+    out: dict[int, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: e.timestamp):
+        data = event.data
+        if type(data) is not dict or type(data.get(MISSION_ID)) is not str:
+            continue
+        seq = seqs.get(data[MISSION_ID], 0)
+        seqs[data[MISSION_ID]] = seq + 1
+        props = {**data, SEQ: seq}
+        name = event.event_type.event_name
+        if name in _STATUS:
+            props[STATUS] = _STATUS[name]
+        if "step" in data:
+            props[STEP_INDEX] = data["step"]
+        out[id(event)] = props
+    return out
 
 
 def bench_config(path: Path, buffer_size: int) -> AnalyticsConfig:
@@ -228,12 +230,16 @@ class Ingest(NamedTuple):
     def seconds(self) -> float:
         return self.progress[-1][1]
 
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
     def rate_at(self, events: int) -> float:
         """Events/s over the first ``events`` (the first checkpoint at or past it)."""
         for done, seconds in self.progress:
             if done >= events:
                 return done / seconds
-        return self.events / self.seconds
+        return self.rate
 
     def last_tenth_rate(self) -> float:
         """Events/s over the rows after the last checkpoint at or before 90 %."""
@@ -246,7 +252,7 @@ class Ingest(NamedTuple):
         return {
             "events": self.events,
             "seconds": round(self.seconds, 3),
-            "events_per_s": round(self.events / self.seconds, 1),
+            "events_per_s": round(self.rate, 1),
             "last_10pct_events_per_s": round(self.last_tenth_rate(), 1),
             "db_bytes": self.db_bytes,
             "bytes_per_event": round(self.db_bytes / self.events, 1),
@@ -259,25 +265,21 @@ def _db_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def _contexts() -> dict[str, tuple[str, str]]:
-    """Per event name: the row's context JSON and category, exactly as the sink writes them."""
-    metadata = EventMetadata.from_environment()
-    out: dict[str, tuple[str, str]] = {}
-    for name, _ in _NAMES:
-        kind = event_type_from_name(name)
-        event = AnalyticsEvent(
-            id=uuid7_from_ns(0),
-            category=kind.category(),
-            event_type=kind,
-            timestamp=from_ns(0),
-            data={},
-            metadata=metadata,
-        )
-        out[name] = (event_to_row(event).context or "", kind.category().value)
-    return out
+class _Run:
+    """Shared state of a way: its share of the stream and its (events, seconds) checkpoints."""
+
+    def __init__(self, path: Path, source: list[Source]) -> None:
+        self.path, self.source, self.events = path, source, len(source)
+        self.done, self.seconds = 0, 0.0
+        self.progress: list[tuple[int, float]] = []
+
+    def _checkpoint(self, count: int, started: float) -> None:
+        self.seconds += time.perf_counter() - started
+        self.done += count
+        self.progress.append((self.done, self.seconds))
 
 
-class RawRun:
+class RawRun(_Run):
     """The ceiling: plain ``executemany`` of rows built from the stream, same pragmas."""
 
     insert: Final = (
@@ -286,81 +288,70 @@ class RawRun:
         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
-    def __init__(self, path: Path, n: int) -> None:
-        self.path, self.events = path, n
+    def __init__(self, path: Path, source: list[Source]) -> None:
+        super().__init__(path, source)
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
         Migrator(self.conn).up()
-        self.contexts = _contexts()
-        self.source = generate(n)
-        self.done, self.seconds = 0, 0.0
-        self.progress: list[tuple[int, float]] = []
 
     def step(self, count: int) -> None:
         """Ingest the next ``count`` events, committed in 1 000-row transactions."""
+        conn, insert = self.conn, self.insert
         started = time.perf_counter()
-        contexts, conn = self.contexts, self.conn
-        rows: list[tuple[Any, ...]] = []
-        received_at = format_timestamp(utc_now())
-        for i, (ns, name, user_id, session_id, props) in enumerate(self.source, start=1):
-            context, category = contexts[name]
-            rows.append(
+        chunk = self.source[self.done : self.done + count]
+        for at in range(0, len(chunk), RAW_TRANSACTION_ROWS):
+            received_at = format_timestamp(utc_now())
+            rows = [
                 (
-                    str(uuid7_from_ns(ns)),
-                    "track",
-                    name,
-                    format_timestamp(from_ns(ns)),
-                    session_id,
-                    user_id,
-                    _json(props).decode(),
-                    context,
-                    None,
-                    None,
-                    category,
-                    "normal",
-                    props.get("mission_id"),
+                    str(uuid7_from_ns(s.ns)),
+                    s.call,
+                    s.name,
+                    format_timestamp(s.timestamp),
+                    s.session_id,
+                    s.user_id,
+                    None if s.properties is None else _json(s.properties).decode(),
+                    s.context,
+                    s.page_url,
+                    s.referrer,
+                    s.category,
+                    s.priority.value,
+                    s.properties.get("mission_id") if type(s.properties) is dict else None,
                     received_at,
                 )
-            )
-            if len(rows) == RAW_TRANSACTION_ROWS or i == count:
-                conn.execute("BEGIN")
-                conn.executemany(self.insert, rows)
-                conn.execute("COMMIT")
-                rows.clear()
-                received_at = format_timestamp(utc_now())
-            if i == count:
-                break
-        self.seconds += time.perf_counter() - started
-        self.done += count
-        self.progress.append((self.done, self.seconds))
+                for s in chunk[at : at + RAW_TRANSACTION_ROWS]
+            ]
+            conn.execute("BEGIN")
+            conn.executemany(insert, rows)
+            conn.execute("COMMIT")
+        self._checkpoint(count, started)
 
     def finish(self) -> Ingest:
         self.conn.close()
         return Ingest(self.events, self.progress, _db_bytes(self.path), {})
 
 
-class SinkRun:
+class SinkRun(_Run):
     """Through ``EventCollector.track`` (default batches) and a ``StoreSink``."""
 
     def __init__(
         self,
         path: Path,
-        n: int,
+        source: list[Source],
         projections: list[Projection],
         max_transaction_events: int = DEFAULT_TRANSACTION_EVENTS,
     ) -> None:
-        self.path, self.events = path, n
+        super().__init__(path, source)
         config = bench_config(path, BUFFER_SIZE)
         self.store = SQLiteStore(path, config)
+        if projections:
+            # Defined before the first event, so FunnelConversions keeps it during ingest.
+            ta.define_funnel(self.store, FUNNEL)
         self.sink = StoreSink(
             self.store, projections, max_transaction_events=max_transaction_events
         )
         self.collector = EventCollector(config, sinks=[self.sink], register_atexit=False)
-        self.source = generate(n)
-        self.done, self.seconds = 0, 0.0
-        self.progress: list[tuple[int, float]] = []
 
     def step(self, count: int) -> None:
         """Track the next ``count`` events; the step ends when they are committed."""
@@ -368,15 +359,23 @@ class SinkRun:
         collector = self.collector
         track = collector.track
         started = time.perf_counter()
-        for i, (ns, name, user_id, session_id, props) in enumerate(self.source, start=1):
-            track(name, props, user_id=user_id, session_id=session_id, timestamp=from_ns(ns))
+        chunk = self.source[self.done : self.done + count]
+        for i, s in enumerate(chunk, start=1):
+            track(
+                s.kind,
+                None,
+                data=s.data,
+                user_id=s.user_id,
+                session_id=s.session_id,
+                priority=s.priority,
+                call=s.call,
+                page_url=s.page_url,
+                referrer=s.referrer,
+                timestamp=s.timestamp,
+            )
             if (i % flush_every == 0 or i == count) and not collector.flush(timeout=300):
                 raise RuntimeError(f"flush failed: {collector.stats()}")
-            if i == count:
-                break
-        self.seconds += time.perf_counter() - started
-        self.done += count
-        self.progress.append((self.done, self.seconds))
+        self._checkpoint(count, started)
 
     def finish(self) -> Ingest:
         stats = self.collector.stats()
@@ -392,44 +391,41 @@ class SinkRun:
         return Ingest(self.events, self.progress, _db_bytes(self.path), extra)
 
 
-class DirectRun:
+class DirectRun(_Run):
     """``SQLiteStore.write_batch`` called directly, 1 000 events a call: the store's own
     cost (row encoding, de-duplication) without the collector's."""
 
-    def __init__(self, path: Path, n: int) -> None:
-        self.path, self.events = path, n
+    def __init__(self, path: Path, source: list[Source]) -> None:
+        super().__init__(path, source)
         self.store = SQLiteStore(path, bench_config(path, BUFFER_SIZE))
         self.metadata = EventMetadata.from_environment()
-        self.source = generate(n)
-        self.done, self.seconds = 0, 0.0
-        self.progress: list[tuple[int, float]] = []
 
     def step(self, count: int) -> None:
         """Build the next ``count`` events and write them."""
+        metadata, write_batch = self.metadata, self.store.write_batch
         started = time.perf_counter()
-        batch: list[AnalyticsEvent] = []
-        for i, (ns, name, user_id, session_id, props) in enumerate(self.source, start=1):
-            kind = event_type_from_name(name)
-            batch.append(
-                AnalyticsEvent(
-                    id=uuid7_from_ns(ns),
-                    category=kind.category(),
-                    event_type=kind,
-                    timestamp=from_ns(ns),
-                    session_id=session_id,
-                    data=props,
-                    metadata=self.metadata,
-                    user_id=user_id,
-                )
+        chunk = self.source[self.done : self.done + count]
+        for at in range(0, len(chunk), RAW_TRANSACTION_ROWS):
+            write_batch(
+                [
+                    AnalyticsEvent(
+                        id=uuid7_from_ns(s.ns),
+                        category=s.kind.category(),
+                        event_type=s.kind,
+                        timestamp=s.timestamp,
+                        session_id=s.session_id,
+                        priority=s.priority,
+                        data=s.data,
+                        metadata=metadata,
+                        user_id=s.user_id,
+                        call=s.call,
+                        page_url=s.page_url,
+                        referrer=s.referrer,
+                    )
+                    for s in chunk[at : at + RAW_TRANSACTION_ROWS]
+                ]
             )
-            if len(batch) == RAW_TRANSACTION_ROWS or i == count:
-                self.store.write_batch(batch)
-                batch = []
-            if i == count:
-                break
-        self.seconds += time.perf_counter() - started
-        self.done += count
-        self.progress.append((self.done, self.seconds))
+        self._checkpoint(count, started)
 
     def finish(self) -> Ingest:
         self.store.close()
@@ -439,116 +435,116 @@ class DirectRun:
 Run: TypeAlias = RawRun | SinkRun | DirectRun
 
 
-def interleave(runs: dict[str, Run], chunk: int, seed: int = 0) -> dict[str, Ingest]:
-    """Run every way a chunk at a time, in a shuffled order each round (bench.harness's
-    rule): load from other processes on a shared machine then hits all ways alike."""
+def interleave(runs: dict[str, Run], chunks: int = CHUNKS, seed: int = 0) -> dict[str, Ingest]:
+    """Run every way a chunk (``1/chunks`` of its events) at a time, in a shuffled order
+    each round (bench.harness's rule): load from other processes hits all ways alike."""
     rng = random.Random(seed)
+    sizes = {name: -(-run.events // chunks) for name, run in runs.items()}
     active = dict(runs)
     while active:
         names = list(active)
         rng.shuffle(names)
         for name in names:
             run = active[name]
-            run.step(min(chunk, run.events - run.done))
+            run.step(min(sizes[name], run.events - run.done))
             if run.done >= run.events:
                 del active[name]
     return {name: run.finish() for name, run in runs.items()}
 
 
-def available_projections() -> tuple[list[Projection], list[str]]:
-    """The projections a default store keeps (``tachimeter.defaults``: the summaries,
-    missions, event metrics), and their names; the summaries alone on an older tree."""
-    try:
-        defaults = importlib.import_module("tachimeter.defaults")
-        projections = list(defaults.default_projections())
-    except (ImportError, AttributeError):
-        try:
-            module = importlib.import_module("tachimeter.store.summaries")
-        except ImportError:
-            return [], []
-        factory = getattr(module, "summary_projections", None)
-        if not callable(factory):
-            return [], []
-        projections = list(factory())
-    projections = [p for p in projections if isinstance(p, Projection)]
-    return projections, [p.name for p in projections]
-
-
-def run_query_latency(db_path: Path) -> dict[str, Any]:
-    """Read latencies over the stored events: owned by the analytics benchmark.
-
-    Returns ``{}`` while ``tachimeter.analyze.events`` is not importable; otherwise the
-    analytics benchmark's ``bench.queries.query_latency(db_path)`` when it exists.
-    """
-    try:
-        importlib.import_module("tachimeter.analyze.events")
-    except ImportError:
-        return {}
-    try:
-        analytics = importlib.import_module("bench.queries")
-    except ImportError:
-        return {}
-    query_latency = getattr(analytics, "query_latency", None)
-    return dict(query_latency(db_path)) if callable(query_latency) else {}
+def _ratio(way: Ingest, raw: Ingest) -> dict[str, float]:
+    return {
+        "events_per_s": round(way.rate / raw.rate, 3),
+        "last_10pct_events_per_s": round(way.last_tenth_rate() / raw.last_tenth_rate(), 3),
+    }
 
 
 def main() -> None:
-    """Ingest the stream five ways, write bench/results/store.json and print a table."""
+    """Ingest, measure the queries, write bench/results/store.json and print tables."""
     n = int(os.environ.get("TACHIMETER_BENCH_EVENTS", DEFAULT_EVENTS))
     side = min(n, SIDE_EVENTS)
-    projections, names = available_projections()
+    projections = default_projections()
+    started = time.perf_counter()
+    stream = agent_stream(n)
+    generate_seconds = time.perf_counter() - started
     workdir = Path(tempfile.mkdtemp(prefix="tachimeter-bench-store-"))
     try:
+        head = stream[:side]
         plan: dict[str, Run] = {
-            "raw": RawRun(workdir / "raw.db", n),
-            "sink": SinkRun(workdir / "sink.db", n, []),
-            "store_write_batch": DirectRun(workdir / "direct.db", side),
-            "sink_commit_per_batch": SinkRun(
-                workdir / "per_batch.db", side, [], max_transaction_events=BUFFER_SIZE
+            "raw": RawRun(workdir / "raw.db", stream),
+            "sink_with_projections": SinkRun(workdir / "sink.db", stream, projections),
+            "side_raw": RawRun(workdir / "side_raw.db", head),
+            "side_sink_no_projections": SinkRun(workdir / "side_sink.db", head, []),
+            "side_sink_commit_per_batch": SinkRun(
+                workdir / "side_per_batch.db", head, [], max_transaction_events=BUFFER_SIZE
             ),
-            "sink_with_projections": SinkRun(workdir / "projections.db", side, projections),
+            "side_store_write_batch": DirectRun(workdir / "side_direct.db", head),
         }
-        runs = interleave(plan, chunk=max(1, n // CHUNKS))
+        del stream, head
+        runs = interleave(plan)
+        del plan
         latency = run_query_latency(workdir / "sink.db")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    raw = runs["raw"]
-    # Runs of fewer events are compared with raw's rate over as many events.
-    ratios = {
-        way: round(run.events / run.seconds / raw.rate_at(run.events), 3)
+    raw, sink = runs["raw"], runs["sink_with_projections"]
+    headline = {
+        "ratio": _ratio(sink, raw),
+        "ratio_over_first_side_events": round(sink.rate_at(side) / raw.rate_at(side), 3),
+        "goal_ratio": GOAL_RATIO,
+    }
+    side_ratios = {
+        way: _ratio(run, runs["side_raw"])
         for way, run in runs.items()
-        if way != "raw"
+        if way.startswith("side_") and way != "side_raw"
     }
     write_results(
         "store",
         {
             "events": n,
+            "side_events": side,
+            "days": DAYS,
+            "users": max(1, n // EVENTS_PER_USER),
+            "generate_seconds": round(generate_seconds, 1),
             "sqlite_version": sqlite3.sqlite_version,
-            "projections": names,
+            "projections": [p.name for p in projections],
+            "funnel": [step.event for step in FUNNEL.steps],
             "collector_buffer_size": BUFFER_SIZE,
             "raw_transaction_rows": RAW_TRANSACTION_ROWS,
             "flush_every_batches": FLUSH_EVERY_BATCHES,
+            "chunks": CHUNKS,
             "ingest": {way: run.summary() for way, run in runs.items()},
-            "ratio_over_raw": ratios,
-            "goal_ratio_sink_over_raw": 0.7,
+            "headline": headline,
+            "side_ratio_over_side_raw": side_ratios,
             "query_latency": latency,
         },
     )
-    rows: list[tuple[str, ...]] = [
-        (
-            way,
-            f"{run.events:,}",
-            f"{run.events / run.seconds:,.0f}",
-            f"{run.last_tenth_rate():,.0f}",
-            f"{run.db_bytes / run.events:.0f}",
-            "1.00" if way == "raw" else f"{ratios[way]:.2f}",
+    rows: list[tuple[str, ...]] = []
+    for way, run in runs.items():
+        base = raw if not way.startswith("side_") else runs["side_raw"]
+        rows.append(
+            (
+                way,
+                f"{run.events:,}",
+                f"{run.rate:,.0f}",
+                f"{run.last_tenth_rate():,.0f}",
+                f"{run.db_bytes / run.events:.0f}",
+                f"{run.rate / base.rate:.2f}",
+                f"{run.last_tenth_rate() / base.last_tenth_rate():.2f}",
+            )
         )
-        for way, run in runs.items()
-    ]
     print_table(
-        f"store ingest (projections: {', '.join(names) or 'none'})",
+        f"store ingest, {n:,} events (projections: {', '.join(p.name for p in projections)})",
         rows,
-        ("way", "events", "events/s", "last 10% events/s", "bytes/event", "ratio to raw"),
+        ("way", "events", "events/s", "last 10% ev/s", "bytes/event", "ratio", "ratio last 10%"),
+    )
+    queries = latency["queries"]
+    print_table(
+        f"queries on the sink_with_projections database ({latency['events']:,} events)",
+        [
+            (name, f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["runs"]))
+            for name, r in queries.items()
+        ],
+        ("query", "median ms", "p95 ms", "runs"),
     )
 
 
