@@ -138,6 +138,10 @@ def test_validate_never_raises_on_hostile_objects() -> None:
 # -- the fast path and the batch API ---------------------------------------------------
 
 _near_now = st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10))
+# Old events (warned about their age, never refused), far and near the 7-day edge.
+_old = st.timedeltas(min_value=-dt.timedelta(days=3650), max_value=-dt.timedelta(days=7)) | (
+    st.integers(-5_000, 5_000).map(lambda us: -dt.timedelta(days=7) + dt.timedelta(microseconds=us))
+)
 _shared_metadata = st.sampled_from(
     [EventMetadata(), EventMetadata(os="linux", app_version="1.0"), EventMetadata(custom={"a": 1})]
 )
@@ -145,26 +149,28 @@ _shared_metadata = st.sampled_from(
 
 @st.composite
 def _recent_events(draw: st.DrawFn) -> AnalyticsEvent:
-    """Events around NOW with flat, nested or no data and shared metadata: the shapes the
-    fast path takes, and its edges (clock skew, age, NaN, reserved keys, custom names)."""
+    """Events around NOW or older (up to ten years) with flat, nested or no data and shared
+    metadata: the shapes the fast path takes, and its edges (clock skew, the 7-day age
+    edge, NaN, reserved keys, custom names)."""
     event = draw(events())
     return msgspec.structs.replace(
         event,
-        timestamp=NOW + draw(_near_now),
+        timestamp=NOW + draw(_near_now | _old),
         data=draw(st.none() | json_objects | st.dictionaries(keys, finite | st.just(math.nan))),
         metadata=draw(_shared_metadata | st.just(EventMetadata(custom={"os": "x"}))),
     )
 
 
 def _full_check(event: AnalyticsEvent, now: dt.datetime) -> ValidationResult:
-    with mock.patch.object(validation, "_is_clean", return_value=False):
+    with mock.patch.object(validation, "_quick_warnings", return_value=None):
         return validate_event(event, now=now)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_recent_events(), max_size=6))
 def test_fast_path_gives_the_full_checks_result(batch: list[AnalyticsEvent]) -> None:
-    """Whatever the event, the shortcut for clean events answers as the full check does."""
+    """Whatever the event, the shortcut for clean and old events answers as the full
+    check does, the age warning's text included."""
     for event in batch * 2:  # the second time, the metadata is known
         assert validate_event(event, now=NOW) == _full_check(event, NOW)
 
@@ -188,6 +194,39 @@ def test_validate_events_reads_the_clock() -> None:
     assert results[2] is not None and not results[2].valid
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_recent_events(), min_size=1, max_size=8), st.floats(min_value=0, max_value=3))
+def test_validate_events_on_its_own_clock_words_age_warnings_as_the_full_check(
+    batch: list[AnalyticsEvent], later: float
+) -> None:
+    """Without ``now``, the batch's one clock reading (in seconds) judges every event, the
+    quick path's age warnings worded against it exactly as the full check words them."""
+    for event in batch:
+        validate_event(event, now=NOW)  # the metadata is known from here on
+    seconds = NOW.timestamp() + later
+    exact = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    with mock.patch.object(validation.time, "time", return_value=seconds):
+        got = validate_events(batch)
+    full = [_full_check(event, exact) for event in batch]
+    assert got == [None if r.valid and not r.warnings else r for r in full]
+
+
+def test_old_events_take_the_quick_path_with_the_warning() -> None:
+    """An old, otherwise clean event is answered without the full check, warning included,
+    and an event exactly 7 days old gets no warning (the full check's strict bound)."""
+    old = EventBuilder(EventType.FEATURE_USED).property("q", 1).timestamp(NOW).build()
+    validate_event(old, now=NOW)  # the metadata is known from here on
+    later = NOW + dt.timedelta(days=30, hours=6)
+    with mock.patch.object(validation, "_check_event", side_effect=AssertionError):
+        result = validate_event(old, now=later)
+        edge = validate_event(old, now=NOW + dt.timedelta(days=7))
+    assert result == ValidationResult(
+        valid=True, errors=[], warnings=["$.timestamp: event is 30.2 days old (more than 7 days)"]
+    )
+    assert edge == ValidationResult(valid=True, errors=[], warnings=[])
+    assert validate_events([old], now=later) == [result]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.floats(min_value=0, max_value=3),
@@ -197,15 +236,20 @@ def test_validate_events_reads_the_clock() -> None:
 def test_clock_reading_shortcut_never_passes_what_the_seconds_check_refuses(
     later: float, offset: dt.timedelta, limits: ValidationLimits
 ) -> None:
-    """Against a clock reading in seconds, the envelope passes a timestamp only where the
-    1 ms-margin comparison of seconds passes it, and passes it well inside its bounds."""
+    """Against a clock reading in seconds, the envelope passes a timestamp without a
+    warning only where the 1 ms-margin comparison of seconds passes it, warns only well
+    past the age bound, and passes it well inside its bounds."""
     event = EventBuilder(EventType.FEATURE_USED).timestamp(NOW + offset).build()
     validate_event(event, now=NOW)  # the metadata is known from here on
     seconds = NOW.timestamp() + later  # readings a window apart share a window, or not
     ahead = event.timestamp.timestamp() - seconds
-    passes = validation.measure_clean_envelope(event, seconds, limits) is not None
+    envelope = validation.measure_envelope(event, seconds, limits)
     max_age = limits.max_age_days_warning * 86_400
-    if passes:
+    if envelope is not None and envelope[1] is None:
         assert 0.001 - max_age < ahead < limits.clock_skew_seconds - 0.001
+    if envelope is not None and envelope[1] is not None:
+        assert ahead < -max_age - 0.001
     if 0.01 - max_age < ahead < limits.clock_skew_seconds - 0.01:
-        assert passes
+        assert envelope is not None and envelope[1] is None
+    if ahead < -max_age - 0.01:
+        assert envelope is not None and envelope[1] is not None

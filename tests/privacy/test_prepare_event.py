@@ -55,18 +55,25 @@ _types = st.sampled_from(
 ) | st.sampled_from([Custom("search_performed"), Custom("Bad Name"), Custom("feature_used")])
 
 
+_recent_offsets = st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10))
+# Old events (valid, with an age warning), far and near the 7-day edge.
+_old_offsets = st.timedeltas(
+    min_value=-dt.timedelta(days=3650), max_value=-dt.timedelta(days=7)
+) | st.integers(-5_000, 5_000).map(lambda us: dt.timedelta(days=-7, microseconds=us))
+
+
 @st.composite
 def _events(draw: st.DrawFn) -> AnalyticsEvent:
-    """Events around NOW, mostly of the shape the one-pass path takes, and its edges:
-    clock skew, age, NaN, long strings, sensitive keys, odd keys, nesting, categories."""
+    """Events around NOW or older, mostly of the shape the one-pass path takes, and its
+    edges: clock skew, age, NaN, long strings, sensitive keys, odd keys, nesting,
+    categories."""
     kind = draw(_types)
     category = kind.category() if draw(st.booleans()) else EventCategory.SYSTEM
     return AnalyticsEvent(
         id=uuid.UUID("01890a5d-ac96-774b-bcce-b302099a8057"),
         category=category,
         event_type=kind,
-        timestamp=NOW
-        + draw(st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10))),
+        timestamp=NOW + draw(_recent_offsets | _old_offsets),
         session_id=draw(st.none() | st.text(max_size=45)),
         data=draw(_flat | _flat | st.none() | json_values),
         metadata=draw(st.sampled_from(_METADATA)),
@@ -170,6 +177,28 @@ def test_warnings_come_with_the_sanitized_event() -> None:
     prepared, result = prepare_event(old)
     assert result is not None and result.valid and "days old" in result.warnings[0]
     assert prepared.data == {"note": "key [REDACTED_API_KEY]"}
+
+
+def test_old_common_events_take_one_pass_with_the_age_warning() -> None:
+    """An old flat event is checked and scrubbed in one pass too; its result is the full
+    check's, warning and all."""
+    scrubber = Scrubber()
+    metadata = EventMetadata(os="linux")
+    prepare_event(_recent({"q": "x"}, metadata=metadata, timestamp=NOW), scrubber, now=NOW)
+    event = _recent(
+        {"q": f"key {KEY}", "n": 1},
+        metadata=metadata,
+        timestamp=NOW - dt.timedelta(days=400, hours=3),
+    )
+    expected = validate_event(event, now=NOW)
+    with (
+        mock.patch.object(scrubber_module, "validate_event", side_effect=AssertionError),
+        mock.patch.object(Scrubber, "sanitize_event", side_effect=AssertionError),
+    ):
+        prepared, result = prepare_event(event, scrubber, now=NOW)
+    assert result == expected
+    assert result.warnings == ["$.timestamp: event is 400.1 days old (more than 7 days)"]
+    assert prepared.data == {"q": "key [REDACTED_API_KEY]", "n": 1}
 
 
 def test_timestamps_at_the_clock_skew_edge_take_the_full_check() -> None:

@@ -222,6 +222,12 @@ def _event_from_wire(wire: _WireEvent, path: str) -> AnalyticsEvent:
         metadata = _convert(known, EventMetadata, f"{path}.metadata")
     else:
         metadata = EventMetadata()
+    return assemble_event(wire, data, metadata)
+
+
+def assemble_event(wire: _WireEvent, data: Any, metadata: EventMetadata) -> AnalyticsEvent:
+    """The event of a decoded wire struct, given its data and metadata as built from it
+    (internal: the server's whole-body decoder builds those its own way)."""
     timestamp = wire.timestamp
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=dt.UTC)

@@ -147,11 +147,11 @@ def validate_event(
     ['$.data: tokens_consumed should carry BusinessEventData (token counts), got no data']
     """
     try:
-        clean = _is_clean(event, time.time() if now is None else now, limits)
+        quick = _quick_warnings(event, time.time() if now is None else now, limits)
     except Exception:  # anything odd is for the full check to describe
-        clean = False
-    if clean:
-        return ValidationResult(valid=True, errors=[], warnings=[])
+        quick = None
+    if quick is not None:
+        return ValidationResult(valid=True, errors=[], warnings=list(quick))
     errors: list[str] = []
     warnings: list[str] = []
     try:
@@ -183,11 +183,11 @@ def validate_events(
     append = results.append
     for event in events:
         try:
-            clean = _is_clean(event, instant, limits)
+            quick = _quick_warnings(event, instant, limits)
         except Exception:
-            clean = False
-        if clean:
-            append(None)
+            quick = None
+        if quick is not None:
+            append(ValidationResult(valid=True, errors=[], warnings=list(quick)) if quick else None)
             continue
         if exact is None:  # the full check compares datetimes: the same instant as one
             exact = dt.datetime.fromtimestamp(seconds, dt.UTC)
@@ -207,39 +207,53 @@ _QUIET_CATEGORY: Final[dict[object, EventCategory]] = {
 _good_custom_names: set[str] = set()
 
 
-def _is_clean(event: AnalyticsEvent, now: dt.datetime | float, limits: ValidationLimits) -> bool:
-    """Whether the full check would find nothing: the common event, flat key-value or no
-    data, judged without building a message. False means "run the full check", not
-    "invalid". ``now`` is a datetime (exact) or Unix seconds (from ``time.time()``)."""
-    metadata_bytes = measure_clean_envelope(event, now, limits)
-    if metadata_bytes is None:
-        return False
+_NO_WARNINGS: Final[tuple[str, ...]] = ()
+
+
+def _quick_warnings(
+    event: AnalyticsEvent, now: dt.datetime | float, limits: ValidationLimits
+) -> tuple[str, ...] | None:
+    """The full check's warnings when it would find no error and at most the age warning:
+    the common event, flat key-value or no data, judged without the full walk. None
+    means "run the full check", not "invalid". ``now`` is a datetime (exact) or Unix
+    seconds (from ``time.time()``)."""
+    envelope = measure_envelope(event, now, limits)
+    if envelope is None:
+        return None
     data = event.data
     if type(data) is dict:
         data_bytes = _flat_size(data, limits)
         if data_bytes is None:
-            return False
+            return None
     elif data is None:
         data_bytes = 4  # `null`
     else:
-        return False
-    return data_bytes + metadata_bytes <= limits.max_event_bytes
+        return None
+    if data_bytes + envelope[0] > limits.max_event_bytes:
+        return None
+    warning = envelope[1]
+    return _NO_WARNINGS if warning is None else (warning,)
 
 
-def measure_clean_envelope(
+def measure_envelope(
     event: AnalyticsEvent, now: dt.datetime | float, limits: ValidationLimits
-) -> int | None:
-    """The encoded size of the event's metadata when everything but its data passes the
-    checks of :func:`validate_event` with nothing to report (timestamp, type, category,
-    metadata, ids); None when the full check must decide. May raise on odd objects.
+) -> tuple[int, str | None] | None:
+    """``(metadata bytes, age warning or None)`` when everything but the event's data
+    passes the checks of :func:`validate_event` with nothing to report but, perhaps, the
+    timestamp's age (timestamp, type, category, metadata, ids): the encoded size of the
+    metadata, and the warning's exact text. None when the full check must decide. May
+    raise on odd objects.
 
     Internal, for pipeline stages that check the data in their own pass over it
     (``tachimeter.privacy.prepare_event``); the data itself is not looked at. ``now`` is
-    a datetime (exact) or Unix seconds (from ``time.time()``).
+    a datetime (exact) or Unix seconds (from ``time.time()``); an age warning against
+    seconds is worded against ``datetime.fromtimestamp(now, UTC)``, as
+    :func:`validate_events` words it.
     """
     ts = event.timestamp
     if type(ts) is not dt.datetime or ts.tzinfo is None:
         return None
+    warning: str | None = None
     if type(now) is float:
         window = _window
         if window[0] is not limits or not window[1] <= now < window[2]:
@@ -248,18 +262,21 @@ def measure_clean_envelope(
             # A margin of 1 ms keeps float rounding from deciding a boundary case; the
             # full check, which reads its own clock, takes those.
             ahead = ts.timestamp() - now
-            if not (
-                0.001 - limits.max_age_days_warning * 86_400
-                < ahead
-                < limits.clock_skew_seconds - 0.001
-            ):
+            max_age = limits.max_age_days_warning * 86_400
+            if ahead < -max_age - 0.001:
+                warning = _age_warning(ts, dt.datetime.fromtimestamp(now, dt.UTC), limits)
+                if warning is None:
+                    return None
+            elif not 0.001 - max_age < ahead < limits.clock_skew_seconds - 0.001:
                 return None
     elif isinstance(now, dt.datetime):
         if now.tzinfo is None:
             return None
         ahead = (ts - now).total_seconds()
-        if ahead > limits.clock_skew_seconds or ahead < -limits.max_age_days_warning * 86_400:
+        if ahead > limits.clock_skew_seconds:
             return None
+        if -ahead > limits.max_age_days_warning * 86_400:
+            warning = _age_text(ahead, limits)
     else:
         return None
     etype = event.event_type
@@ -295,7 +312,23 @@ def measure_clean_envelope(
         for value in (event.page_url, event.referrer):
             if value is not None and (type(value) is not str or len(value) > max_len):
                 return None
-    return cached[1]
+    return cached[1] if warning is None else (cached[1][0], warning)
+
+
+def _age_warning(ts: dt.datetime, now: dt.datetime, limits: ValidationLimits) -> str | None:
+    """The full check's warning for a timestamp this old at ``now``; None if it has none
+    (then neither has it an error: ``ts`` is in the past)."""
+    ahead = (ts - now).total_seconds()
+    if ahead > limits.clock_skew_seconds or -ahead <= limits.max_age_days_warning * 86_400:
+        return None
+    return _age_text(ahead, limits)
+
+
+def _age_text(ahead: float, limits: ValidationLimits) -> str:
+    return (
+        f"$.timestamp: event is {-ahead / 86_400:.1f} days old "
+        f"(more than {limits.max_age_days_warning} days)"
+    )
 
 
 _WINDOW_SECONDS: Final = 1.0
@@ -350,10 +383,7 @@ def _check_event(
                 f"(allowed clock skew {limits.clock_skew_seconds:g} s); fix the producer's clock"
             )
         elif -ahead > limits.max_age_days_warning * 86_400:
-            warnings.append(
-                f"$.timestamp: event is {-ahead / 86_400:.1f} days old "
-                f"(more than {limits.max_age_days_warning} days)"
-            )
+            warnings.append(_age_text(ahead, limits))
 
     etype: object = event.event_type
     if isinstance(etype, Custom):
@@ -444,21 +474,23 @@ def _flat_size(data: dict[Any, Any], limits: ValidationLimits) -> int | None:
     return size
 
 
-# Metadata objects are shared by every event of a collector: check each one once.
-_checked_metadata: dict[int, tuple[object, int]] = {}
+# Metadata objects are shared by every event of a collector: check each one once. Each
+# entry holds the object (which keeps its id unique) and measure_envelope's answer for
+# a clean event, so that answer costs no allocation.
+_checked_metadata: dict[int, tuple[object, tuple[int, None]]] = {}
 
 
 def _metadata_size(metadata: object, walker: _Walker) -> int:
     cached = _checked_metadata.get(id(metadata))
     if cached is not None and cached[0] is metadata:
-        return cached[1]
+        return cached[1][0]
     before = len(walker.errors)
     walker.walk(metadata, "$.metadata", 0)
     size = len(_encoder.encode(metadata))
     if len(walker.errors) == before:
         if len(_checked_metadata) >= 64:
             _checked_metadata.clear()
-        _checked_metadata[id(metadata)] = (metadata, size)  # keeps it alive: ids stay unique
+        _checked_metadata[id(metadata)] = (metadata, (size, None))
     return size
 
 

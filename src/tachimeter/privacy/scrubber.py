@@ -44,7 +44,7 @@ from tachimeter.model import (
     ValidationResult,
     validate_event,
 )
-from tachimeter.model.validation import DEFAULT_LIMITS, ValidationLimits, measure_clean_envelope
+from tachimeter.model.validation import DEFAULT_LIMITS, ValidationLimits, measure_envelope
 from tachimeter.privacy.patterns import (
     PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -1130,17 +1130,21 @@ def prepare_event(
         and not scrubber._extra
     ):  # the common event: one pass over its values checks and scrubs them
         try:
-            envelope = measure_clean_envelope(event, time.time() if now is None else now, limits)
+            envelope = measure_envelope(event, time.time() if now is None else now, limits)
         except Exception:  # anything odd is for the full check to describe
             envelope = None
         if envelope is not None:
+            size, warning = envelope
             prepared = scrubber._prepare_flat(
-                data, limits.max_string_length, limits.max_event_bytes - envelope
+                data, limits.max_string_length, limits.max_event_bytes - size
             )
-            if prepared is data:
-                return event, None
             if prepared is not None:
-                return msgspec.structs.replace(event, data=prepared), None
+                if prepared is not data:
+                    event = msgspec.structs.replace(event, data=prepared)
+                if warning is None:
+                    return event, None
+                # An old event: valid, with the one warning the full check gives it.
+                return event, ValidationResult(valid=True, errors=[], warnings=[warning])
     result = validate_event(event, now=now, limits=limits)
     if not result.valid:
         return event, result

@@ -34,7 +34,6 @@ session projection derives sessions from a 30-minute inactivity split).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import zlib
 from collections.abc import Sequence
@@ -43,13 +42,22 @@ from typing import Any, Final, Literal
 import msgspec
 
 from tachimeter.errors import TachimeterError, ValidationError
-from tachimeter.model.codec import _WireEvent, data_from_builtins, decode_event
+from tachimeter.model.codec import _WireEvent, assemble_event, data_from_builtins, decode_event
 from tachimeter.model.data import EventMetadata
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.validation import ValidationLimits, validate_event
 from tachimeter.privacy import Scrubber
 
-__all__ = ["DecodedBatch", "FieldError", "IngestDecoder", "Problem"]
+__all__ = [
+    "DecodedBatch",
+    "FieldError",
+    "IngestDecoder",
+    "Problem",
+    "ScrubbingDecoder",
+    "check_utf8",
+    "field_error",
+    "syntax_problem",
+]
 
 WireFormat = Literal["json", "msgpack"]
 
@@ -60,6 +68,7 @@ _JSON_TYPES: Final = frozenset({"application/json", "text/json", ""})
 # Field errors listed in one answer: enough to fix a producer, bounded for a body of a
 # million bad events.
 _MAX_FIELD_ERRORS: Final = 100
+_FORMAT_NAMES: Final[dict[str, str]] = {"json": "JSON", "msgpack": "MessagePack"}
 _AT_PATH: Final = re.compile(r"\s*-\s*at `(\$[^`]*)`\s*$")
 
 
@@ -181,12 +190,42 @@ def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def _split_message(text: str, prefix: str) -> FieldError:
-    """A FieldError from a codec message ``"... - at `$.x`"`` re-rooted under ``prefix``."""
-    match = _AT_PATH.search(text)
+def field_error(message: str, root: str = "$") -> FieldError:
+    """A FieldError from a msgspec or codec message ``"... - at `$.x`"``, its path under
+    ``root``.
+
+    >>> field_error("Expected `int`, got `str` - at `$.seq`", "$.points[2]")
+    FieldError(path='$.points[2].seq', message='Expected `int`, got `str`')
+    """
+    match = _AT_PATH.search(message)
     if match is None:
-        return FieldError(prefix, text)
-    return FieldError(prefix + match.group(1)[1:], text[: match.start()])
+        return FieldError(root, message)
+    return FieldError(root + match.group(1)[1:], message[: match.start()])
+
+
+def syntax_problem(fmt: WireFormat, exc: msgspec.DecodeError | RecursionError) -> Problem:
+    """The 400 answer to a body that does not parse as ``fmt``."""
+    if isinstance(exc, RecursionError):
+        return Problem(
+            400, "malformed body", f"the body's {_FORMAT_NAMES[fmt]} is nested too deeply"
+        )
+    return Problem(400, "malformed body", f"the body is not valid {_FORMAT_NAMES[fmt]}: {exc}")
+
+
+def check_utf8(raw: bytes) -> None:
+    """Refuse (400) a JSON body that is not UTF-8.
+
+    msgspec's ``Raw`` skips string contents unchecked, so a decode that stops at ``Raw``
+    would let invalid UTF-8 through, or fail later with a bare ``UnicodeDecodeError``.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(
+            400,
+            "malformed body",
+            f"the body is not valid UTF-8 (byte {exc.start}: {exc.reason}); JSON must be UTF-8",
+        ) from None
 
 
 def _validation_errors(problems: Sequence[str], prefix: str) -> list[FieldError]:
@@ -200,18 +239,9 @@ def _validation_errors(problems: Sequence[str], prefix: str) -> list[FieldError]
     return out
 
 
-class IngestDecoder:
-    """Decodes, validates and sanitizes ingest bodies; raises :class:`Problem` to refuse.
-
-    >>> decoder = IngestDecoder(Scrubber())
-    >>> decoder.decode(b"[]", "application/json", None).received
-    0
-    >>> try:
-    ...     decoder.decode(b"[{", "application/json", None)
-    ... except Problem as exc:
-    ...     print(exc.status, exc.detail)
-    400 the body is not valid JSON: Input data was truncated
-    """
+class ScrubbingDecoder:
+    """What the server's body decoders share: the scrubber applied to what they accept,
+    the validation limits and the body size limit (internal to the server)."""
 
     __slots__ = ("_limits", "_max_body", "_scrubber")
 
@@ -231,6 +261,22 @@ class IngestDecoder:
         """The largest body, before or after inflating, that is read."""
         return self._max_body
 
+
+class IngestDecoder(ScrubbingDecoder):
+    """Decodes, validates and sanitizes ingest bodies; raises :class:`Problem` to refuse.
+
+    >>> decoder = IngestDecoder(Scrubber())
+    >>> decoder.decode(b"[]", "application/json", None).received
+    0
+    >>> try:
+    ...     decoder.decode(b"[{", "application/json", None)
+    ... except Problem as exc:
+    ...     print(exc.status, exc.detail)
+    400 the body is not valid JSON: Input data was truncated
+    """
+
+    __slots__ = ()
+
     def decode(
         self,
         body: bytes,
@@ -243,24 +289,14 @@ class IngestDecoder:
         fmt = wire_format(content_type)
         raw = inflate(body, content_encoding, self._max_body)
         if fmt == "json":
-            try:
-                # msgspec's Raw skips string contents unchecked, and the per-event decode
-                # would then fail with a bare UnicodeDecodeError: check it all up front.
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise Problem(
-                    400,
-                    "malformed body",
-                    f"the body is not valid UTF-8 (byte {exc.start}: {exc.reason}); JSON "
-                    "must be UTF-8",
-                ) from None
+            check_utf8(raw)
         fast = self._decode_whole(raw, fmt)
         if fast is not None:
             return fast
         try:
             parsed = _DECODERS[fmt].decode(raw)
         except msgspec.ValidationError as exc:
-            error = _split_message(str(exc), "$")
+            error = field_error(str(exc))
             raise Problem(
                 422,
                 "invalid batch",
@@ -268,14 +304,8 @@ class IngestDecoder:
                 '{"events": [...]}',
                 [error],
             ) from None
-        except msgspec.DecodeError as exc:
-            raise Problem(
-                400, "malformed body", f"the body is not valid {_NAMES[fmt]}: {exc}"
-            ) from None
-        except RecursionError:
-            raise Problem(
-                400, "malformed body", f"the body's {_NAMES[fmt]} is nested too deeply"
-            ) from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise syntax_problem(fmt, exc) from None
         if isinstance(parsed, _Envelope):
             items, root, batch_id = parsed.events, "$.events", parsed.batch_id or parsed.id
         else:
@@ -299,7 +329,7 @@ class IngestDecoder:
             except ValidationError as exc:
                 rejected += 1
                 if len(errors) < _MAX_FIELD_ERRORS:
-                    errors.append(_split_message(str(exc), prefix))
+                    errors.append(field_error(str(exc), prefix))
                 continue
             except RecursionError:
                 rejected += 1
@@ -384,27 +414,7 @@ def _event_of(wire: _WireEvent, metadatas: dict[bytes, EventMetadata]) -> Analyt
                 metadatas[key] = metadata
     else:
         metadata = _NO_METADATA
-    timestamp = wire.timestamp
-    if timestamp.tzinfo is None:
-        timestamp = timestamp.replace(tzinfo=dt.UTC)
-    elif timestamp.utcoffset():
-        timestamp = timestamp.astimezone(dt.UTC)
-    return AnalyticsEvent(
-        id=wire.id,
-        category=wire.category or wire.event_type.category(),
-        event_type=wire.event_type,
-        timestamp=timestamp,
-        session_id=wire.session_id,
-        priority=wire.priority,
-        data=data,
-        metadata=metadata,
-        user_id=wire.user_id,
-        call=wire.call,
-        page_url=wire.page_url,
-        referrer=wire.referrer,
-        session_assigned=wire.session_assigned,
-    )
+    return assemble_event(wire, data, metadata)
 
 
 _NO_METADATA: Final = EventMetadata()
-_NAMES: Final = {"json": "JSON", "msgpack": "MessagePack"}

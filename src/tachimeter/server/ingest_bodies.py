@@ -13,7 +13,6 @@ exactly the types the bodies are decoded with.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -24,7 +23,14 @@ from litestar.openapi.spec.enums import OpenAPIType
 
 from tachimeter.config.settings import AnalyticsConfig
 from tachimeter.privacy import Scrubber
-from tachimeter.server.ingest import FieldError, Problem, inflate, wire_format
+from tachimeter.server.ingest import (
+    Problem,
+    check_utf8,
+    field_error,
+    inflate,
+    syntax_problem,
+    wire_format,
+)
 
 __all__ = [
     "BodyDecoder",
@@ -36,20 +42,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_AT_PATH: Final = re.compile(r"\s*-\s*at `(\$[^`]*)`\s*$")
-_NAMES: Final = {"json": "JSON", "msgpack": "MessagePack"}
-
-
-def field_error(message: str, root: str = "$") -> FieldError:
-    """A FieldError from a msgspec message ``"... - at `$.x`"``, its path under ``root``.
-
-    >>> field_error("Expected `int`, got `str` - at `$.seq`", "$.points[2]")
-    FieldError(path='$.points[2].seq', message='Expected `int`, got `str`')
-    """
-    match = _AT_PATH.search(message)
-    if match is None:
-        return FieldError(root, message)
-    return FieldError(root + match.group(1)[1:], message[: match.start()])
 
 
 class BodyDecoder(Generic[_T]):
@@ -92,15 +84,7 @@ class BodyDecoder(Generic[_T]):
         if not raw and self._empty is not None:
             return self._empty
         if fmt == "json":
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise Problem(
-                    400,
-                    "malformed body",
-                    f"the body is not valid UTF-8 (byte {exc.start}: {exc.reason}); JSON "
-                    "must be UTF-8",
-                ) from None
+            check_utf8(raw)
         try:
             if fmt == "json":
                 decoded: _T = self._json.decode(raw)
@@ -114,14 +98,8 @@ class BodyDecoder(Generic[_T]):
                 f"{error.path}: {error.message}",
                 [error],
             ) from None
-        except msgspec.DecodeError as exc:
-            raise Problem(
-                400, "malformed body", f"the body is not valid {_NAMES[fmt]}: {exc}"
-            ) from None
-        except RecursionError:
-            raise Problem(
-                400, "malformed body", f"the body's {_NAMES[fmt]} is nested too deeply"
-            ) from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise syntax_problem(fmt, exc) from None
         except UnicodeDecodeError as exc:  # a MessagePack str that is not UTF-8
             raise Problem(
                 400, "malformed body", f"a string of the body is not valid UTF-8: {exc.reason}"

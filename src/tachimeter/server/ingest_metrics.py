@@ -39,9 +39,7 @@ from tachimeter.metrics.naming import is_valid_label_name, is_valid_metric_name
 from tachimeter.model.ids import uuid7_from_ns
 from tachimeter.model.rows import MetricPoint, MetricType
 from tachimeter.model.timestamps import from_ns, parse_timestamp, to_ns
-from tachimeter.model.validation import ValidationLimits
-from tachimeter.privacy import Scrubber
-from tachimeter.server.ingest import FieldError, Problem
+from tachimeter.server.ingest import FieldError, Problem, ScrubbingDecoder
 from tachimeter.server.ingest_bodies import BodyDecoder
 
 __all__ = [
@@ -158,12 +156,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class MetricPointDecoder:
+class MetricPointDecoder(ScrubbingDecoder):
     """Turns a ``POST /v1/metrics`` body into scrubbed :class:`MetricPoint`\\ s.
 
     Refuses the whole batch (:class:`~tachimeter.server.ingest.Problem`, 422) when a
     point is invalid, listing every bad field.
 
+    >>> from tachimeter.privacy import Scrubber
     >>> decoder = MetricPointDecoder(Scrubber())
     >>> points = decoder.decode(
     ...     b'[{"name": "queue_depth", "kind": "gauge", "value": 3, "labels": {"q": "a"}}]',
@@ -177,18 +176,7 @@ class MetricPointDecoder:
     ['$[0].name', '$[0].value']
     """
 
-    __slots__ = ("_limits", "_max_body", "_scrubber")
-
-    def __init__(
-        self,
-        scrubber: Scrubber,
-        limits: ValidationLimits | None = None,
-        *,
-        max_body_bytes: int = 10 * 1024 * 1024,
-    ) -> None:
-        self._scrubber = scrubber
-        self._limits = limits or ValidationLimits()
-        self._max_body = max_body_bytes
+    __slots__ = ()
 
     def decode(
         self,
