@@ -1884,6 +1884,7 @@ class MissionSummary(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int
     total_cost: float
     error_code: str | None
+    error_message: str | None = None
 
 
 def list_missions(
@@ -1906,7 +1907,7 @@ def list_missions(
             conn,
             "SELECT mission_id, status, backend, model, tags, created_at, ended_at, "
             "execution_time_ms, step_count, tool_calls, llm_calls, total_tokens, total_cost, "
-            f"error_code FROM missions m WHERE {where} "
+            f"error_code, error_message FROM missions m WHERE {where} "
             "ORDER BY m.created_at DESC, m.mission_key DESC LIMIT ?",
             [*params, limit],
         )
@@ -1926,7 +1927,8 @@ def list_missions(
             total_tokens=tokens,
             total_cost=cost,
             error_code=error_code,
+            error_message=error_message,
         )
         for (mission_id, status, backend, model, tags, created, ended, execution, steps, tools,
-             llm, tokens, cost, error_code) in rows
+             llm, tokens, cost, error_code, error_message) in rows
     ]  # fmt: skip

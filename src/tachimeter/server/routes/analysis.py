@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -257,7 +256,6 @@ def missions_list(
     chosen = _mission_filter(start, end, backend, model, tag, status)
     with server_state(request).store.reader() as conn:
         listed = list_missions(conn, chosen, limit=limit)
-        messages = _error_messages(conn, [m.mission_id for m in listed])
     return [
         MissionRow(
             mission_id=m.mission_id,
@@ -272,23 +270,10 @@ def missions_list(
             tool_calls=m.tool_calls,
             total_tokens=m.total_tokens,
             total_cost=m.total_cost,
-            error_message=messages.get(m.mission_id),
+            error_message=m.error_message,
         )
         for m in listed
     ]
-
-
-def _error_messages(conn: sqlite3.Connection, mission_ids: list[str]) -> dict[str, str]:
-    """The error messages of the listed missions that have one (``MissionSummary`` carries
-    the error code only), by the unique ``mission_id`` index."""
-    if not mission_ids:
-        return {}
-    rows = conn.execute(
-        "SELECT mission_id, error_message FROM missions WHERE error_message IS NOT NULL "
-        "AND mission_id IN (SELECT value FROM json_each(?))",
-        (msgspec.json.encode(mission_ids).decode(),),
-    )
-    return dict(rows.fetchall())
 
 
 def _stamp(value: dt.datetime) -> str:
