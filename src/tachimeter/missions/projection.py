@@ -28,6 +28,7 @@ tracker really recorded replaces an inferred ending.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -43,6 +44,7 @@ from tachimeter.model.prices import DEFAULT_PRICE_TABLE, PriceTable
 from tachimeter.model.rows import EventRow, event_to_row
 from tachimeter.model.timestamps import format_timestamp, parse_timestamp, to_ns, utc_now
 from tachimeter.model.tokens import TokenUsage
+from tachimeter.store.projection import RowCache
 
 if TYPE_CHECKING:
     import sqlite3
@@ -72,7 +74,6 @@ MISSION_TABLES: Final = (
 
 _ACTIVE: Final = ("created", "planning", "executing", "paused")
 _ACTIVE_SQL: Final = "('created', 'planning', 'executing', 'paused')"
-_FINAL_SQL: Final = "('completed', 'failed', 'cancelled')"
 _STARTS: Final = frozenset({EventType.MISSION_STARTED.event_name})
 _ENDS: Final = frozenset(
     {
@@ -95,82 +96,163 @@ _REBUILD_CHUNK: Final = 20_000
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
-# A status event wins when it is newer than the status in force; an inferred abandonment
-# wins over the newest status seen so far, but only while the mission is still active.
-_WINS: Final = f"""(:status IS NOT NULL AND CASE WHEN :inferred
-    THEN :status_seq >= status_seq AND status IN {_ACTIVE_SQL}
-    ELSE :status_seq > status_seq END)"""
+_ACTIVE_SET: Final = frozenset(_ACTIVE)
+_FINAL: Final = frozenset({"completed", "failed", "cancelled"})
+# Missions kept in memory between batches, each with the (seq, step, tool, tokens) of its
+# child rows: a busy server's active missions, a few KB each, so tens of MB at most.
+_MISSIONS_CACHED: Final = 10_000
 
-# One statement per mission and batch: the batch's events are reduced in Python first
-# (earliest and latest times, highest seq, the winning status), then folded in here with
-# the same rules, so the result does not depend on how events were batched.
-_HEADER_SQL: Final = f"""
-UPDATE missions SET
-    backend = COALESCE(backend, :backend),
-    model = COALESCE(model, :model),
-    tags = CASE WHEN tags = '[]' AND :tags IS NOT NULL THEN :tags ELSE tags END,
-    session_id = COALESCE(session_id, :session_id),
-    user_id = COALESCE(user_id, :user_id),
-    created_at = MIN(created_at, :first_ts),
-    last_event_at = MAX(last_event_at, :last_ts),
-    last_seq = MAX(last_seq, :last_seq),
-    retry_count = MAX(retry_count, :retry_count),
-    started_at = CASE WHEN :start_ts IS NULL THEN started_at
-        ELSE COALESCE(MIN(started_at, :start_ts), :start_ts) END,
-    paused_ms = CASE
-        WHEN :final AND {_WINS} THEN COALESCE(:paused_total, paused_ms)
-        WHEN status IN {_FINAL_SQL} THEN paused_ms
-        ELSE MAX(paused_ms, :paused_so_far) END,
-    status = CASE WHEN {_WINS} THEN :status ELSE status END,
-    status_seq = CASE WHEN {_WINS} THEN :status_seq ELSE status_seq END,
-    ended_at = CASE WHEN {_WINS} THEN :ended_at ELSE ended_at END,
-    execution_time_ms = CASE WHEN {_WINS} THEN :execution_time_ms ELSE execution_time_ms END,
-    error_code = CASE WHEN {_WINS} THEN :error_code ELSE error_code END,
-    error_message = CASE WHEN {_WINS} THEN :error_message ELSE error_message END,
-    error_type = CASE WHEN {_WINS} THEN :error_type ELSE error_type END,
-    error_step_index = CASE WHEN {_WINS} THEN :error_step_index ELSE error_step_index END,
-    error_recoverable = CASE WHEN {_WINS} THEN :error_recoverable ELSE error_recoverable END,
-    end_reason = CASE WHEN {_WINS} THEN :end_reason ELSE end_reason END
-WHERE mission_key = :key
-"""
-
-_STEPS_SQL: Final = """
-UPDATE missions SET (step_count, steps_completed, steps_failed) = (
-    SELECT COALESCE(MAX(step_index) + 1, 0),
-           COUNT(DISTINCT CASE WHEN success THEN step_index END),
-           COALESCE(SUM(success = 0), 0)
-    FROM mission_steps WHERE mission_key = ?1)
-WHERE mission_key = ?1
-"""
-
-_TOOLS_SQL: Final = """
-UPDATE missions SET (tool_calls, tool_failures, tool_time_ms, distinct_tools) = (
-    SELECT COUNT(*), COALESCE(SUM(success = 0), 0), COALESCE(SUM(duration_ms), 0.0),
-           COUNT(DISTINCT tool_name)
-    FROM mission_tool_calls WHERE mission_key = ?1)
-WHERE mission_key = ?1
-"""
-
-_LLM_SQL: Final = """
-UPDATE missions SET (llm_calls, input_tokens, output_tokens, cache_read_tokens,
-                     cache_creation_tokens, reasoning_tokens, total_tokens, total_cost,
-                     unpriced_llm_calls) = (
-    SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-           COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_creation_tokens), 0),
-           COALESCE(SUM(reasoning_tokens), 0), COALESCE(SUM(input_tokens + output_tokens), 0),
-           COALESCE(SUM(cost), 0.0), COALESCE(SUM(cost IS NULL), 0)
-    FROM mission_llm_calls WHERE mission_key = ?1)
-WHERE mission_key = ?1
-"""
-
-_TOOL_USAGE_SQL: Final = """
-INSERT OR REPLACE INTO mission_tool_usage (tool_name, mission_key, invocations, failures, total_ms)
-SELECT tool_name, mission_key, COUNT(*), SUM(success = 0), SUM(duration_ms)
-FROM mission_tool_calls WHERE mission_key = ?1 GROUP BY tool_name
-"""
+# The columns of ``missions`` besides its keys: the header, folded from the events by
+# the rules of _fold_common and _fold_status, then the counters, computed from the child rows.
+_HEADER_COLUMNS: Final = (
+    "backend",
+    "model",
+    "tags",
+    "session_id",
+    "user_id",
+    "status",
+    "status_seq",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "last_event_at",
+    "last_seq",
+    "execution_time_ms",
+    "paused_ms",
+    "retry_count",
+    "error_code",
+    "error_message",
+    "error_type",
+    "error_step_index",
+    "error_recoverable",
+    "end_reason",
+)
+_COLUMNS: Final = (
+    *_HEADER_COLUMNS,
+    "step_count",
+    "steps_completed",
+    "steps_failed",
+    "tool_calls",
+    "tool_failures",
+    "tool_time_ms",
+    "distinct_tools",
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "total_cost",
+    "unpriced_llm_calls",
+)
+# A new mission's row before its first events are folded in: the table's defaults.
+_NEW_ROW: Final[dict[str, Any]] = {
+    **dict.fromkeys(_COLUMNS, 0),
+    **dict.fromkeys(_HEADER_COLUMNS, None),
+    "tags": "[]",
+    "status": MissionStatus.CREATED.value,
+    "status_seq": -1,
+    "last_seq": -1,
+    "paused_ms": 0.0,
+    "retry_count": 0,
+    "tool_time_ms": 0.0,
+    "total_cost": 0.0,
+}
+_INSERT_MISSION_SQL: Final = (
+    f"INSERT INTO missions (mission_key, mission_id, {', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(_COLUMNS) + 2))})"
+)
+_INSERT_TAG_SQL: Final = "INSERT OR IGNORE INTO mission_tags (tag, mission_key) VALUES (?, ?)"
+_INSERT_STEP_SQL: Final = (
+    "INSERT OR IGNORE INTO mission_steps (mission_key, seq, step_index, name, success, "
+    "duration_ms, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TOOL_SQL: Final = (
+    "INSERT OR IGNORE INTO mission_tool_calls (mission_key, seq, tool_name, duration_ms, "
+    "success, error_code, step_index, called_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LLM_SQL: Final = (
+    "INSERT OR IGNORE INTO mission_llm_calls (mission_key, seq, model, provider, "
+    "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
+    "reasoning_tokens, cost, cost_source, duration_ms, called_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_TOOL_USAGE_SQL: Final = (
+    "INSERT OR REPLACE INTO mission_tool_usage (tool_name, mission_key, invocations, "
+    "failures, total_ms) VALUES (?, ?, ?, ?, ?)"
+)
 
 _Fact = tuple[str, str, "str | None", "str | None", dict[str, Any]]
 """(event name, timestamp text, session id, user id, properties) of one mission event."""
+_StatusFact = tuple[int, str, str, dict[str, Any]]
+"""(seq, event name, timestamp text, properties) of a status-changing event."""
+
+
+@functools.cache
+def _update_sql(columns: tuple[str, ...]) -> str:
+    return f"UPDATE missions SET {', '.join(c + ' = ?' for c in columns)} WHERE mission_key = ?"
+
+
+class _Mission:
+    """A mission's row as it will be stored, and the child rows its counters come from:
+    ``steps[seq] = (step_index, success)``, ``tools[seq] = (tool_name, success,
+    duration_ms)``, ``llms[seq] = (five token counts, cost)``; ``tags``: those known to
+    be in ``mission_tags``."""
+
+    __slots__ = ("key", "llms", "new", "row", "steps", "tags", "tools")
+
+    def __init__(self, key: int, row: dict[str, Any], *, new: bool) -> None:
+        self.key = key
+        self.row = row
+        self.new = new
+        self.steps: dict[int, tuple[int, int]] = {}
+        self.tools: dict[int, tuple[str, int, float]] = {}
+        self.llms: dict[int, tuple[Any, ...]] = {}
+        self.tags: set[str] = set()
+
+    def count_steps(self) -> None:
+        """step_count (highest index + 1), distinct steps that succeeded, failures."""
+        steps = self.steps.values()
+        row = self.row
+        row["step_count"] = max(index for index, _ in steps) + 1
+        row["steps_completed"] = len({index for index, ok in steps if ok})
+        row["steps_failed"] = sum(1 for _, ok in steps if not ok)
+
+    def count_tools(self) -> None:
+        """Calls, failures, total time (summed in seq order, as any rebuild does), tools."""
+        tools = self.tools
+        row = self.row
+        row["tool_calls"] = len(tools)
+        row["tool_failures"] = sum(1 for _, ok, _ in tools.values() if not ok)
+        row["tool_time_ms"] = sum((tools[seq][2] for seq in sorted(tools)), 0.0)
+        row["distinct_tools"] = len({name for name, _, _ in tools.values()})
+
+    def tool_usage(self, tool: str) -> tuple[str, int, int, int, float]:
+        """The ``mission_tool_usage`` row of one of its tools."""
+        calls = [self.tools[seq] for seq in sorted(self.tools) if self.tools[seq][0] == tool]
+        return (
+            tool,
+            self.key,
+            len(calls),
+            sum(1 for _, ok, _ in calls if not ok),
+            sum((ms for _, _, ms in calls), 0.0),
+        )
+
+    def count_llm_calls(self) -> None:
+        """Calls, the five token sums, total tokens, cost (seq order), unpriced calls."""
+        calls = [self.llms[seq] for seq in sorted(self.llms)]
+        row = self.row
+        sums = [sum(call[i] for call in calls) for i in range(5)]
+        row["llm_calls"] = len(calls)
+        row["input_tokens"] = sums[0]
+        row["output_tokens"] = sums[1]
+        row["cache_read_tokens"] = sums[2]
+        row["cache_creation_tokens"] = sums[3]
+        row["reasoning_tokens"] = sums[4]
+        row["total_tokens"] = sums[0] + sums[1]
+        row["total_cost"] = sum((c[5] for c in calls if c[5] is not None), 0.0)
+        row["unpriced_llm_calls"] = sum(1 for c in calls if c[5] is None)
 
 
 class MissionProjection:
@@ -193,15 +275,20 @@ class MissionProjection:
     [('m1', 'created')]
     """
 
-    __slots__ = ("_prices",)
+    __slots__ = ("_missions", "_prices")
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self._prices = DEFAULT_PRICE_TABLE if prices is None else prices
+        self._missions: RowCache[str, _Mission] = RowCache(_MISSIONS_CACHED)
 
     @property
     def name(self) -> str:
         """``missions``."""
         return "missions"
+
+    def discard(self) -> None:
+        """Forget the cached missions (the store rolled back)."""
+        self._missions.clear()
 
     def apply(
         self,
@@ -221,6 +308,7 @@ class MissionProjection:
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute the mission tables from ``analytics_events``."""
+        self._missions.clear()
         for table in MISSION_TABLES:
             conn.execute(f"DELETE FROM {table}")
         names = sorted(p.MISSION_EVENT_NAMES)
@@ -259,64 +347,158 @@ class MissionProjection:
                 by_mission.setdefault(mission_id, []).append(fact)
         if not by_mission:
             return
-        conn.executemany(
-            "INSERT INTO missions (mission_id, status, created_at, last_event_at) "
-            "VALUES (?, 'created', ?, ?) ON CONFLICT (mission_id) DO NOTHING",
-            [(mid, fs[0][1], fs[0][1]) for mid, fs in by_mission.items()],
-        )
-        keys = _mission_keys(conn, list(by_mission))
-        headers: list[dict[str, Any]] = []
+        cache = self._missions
+        cache.check(conn)
+        missions = self._missions_of(conn, by_mission)
+        inserts: list[tuple[Any, ...]] = []
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         tags: list[tuple[str, int]] = []
         steps: list[tuple[Any, ...]] = []
         tools: list[tuple[Any, ...]] = []
         llms: list[tuple[Any, ...]] = []
+        usage: list[tuple[Any, ...]] = []
         for mission_id, mission_facts in by_mission.items():
-            key = keys[mission_id]
+            mission = missions[mission_id]
+            key = mission.key
+            row = mission.row
+            before = None if mission.new else dict(row)
+            first_ts = last_ts = mission_facts[0][1]
             tag_list = _tags(mission_facts[0][4].get(p.TAGS))
-            tags.extend((tag, key) for tag in tag_list)
-            headers.extend(_headers(key, mission_facts, tag_list))
-            for name, ts, _, _, props in mission_facts:
+            for tag in tag_list:
+                if tag not in mission.tags:
+                    mission.tags.add(tag)
+                    tags.append((tag, key))
+            # One pass: the header's reductions (earliest and latest times, highest seq,
+            # the winning status changes) and the new child rows.
+            start_ts: str | None = None
+            last_seq = retries = 0
+            paused_so_far = 0.0
+            session = user = backend = model = None
+            real: _StatusFact | None = None
+            inferred: _StatusFact | None = None
+            step_rows = len(steps)
+            llm_rows = len(llms)
+            used: set[str] = set()
+            for name, ts, fact_session, fact_user, props in mission_facts:
                 seq = props[p.SEQ]
+                if ts < first_ts:
+                    first_ts = ts
+                elif ts > last_ts:
+                    last_ts = ts
+                if seq > last_seq:
+                    last_seq = seq
+                count = props.get(p.RETRY_COUNT)
+                if type(count) is int and count > retries:
+                    retries = count
+                session = session or fact_session
+                user = user or fact_user
+                backend = backend or _text(props.get(p.BACKEND))
+                model = model or _text(props.get(p.MODEL))
+                # A seq already stored is a replay: the child tables keep the first.
                 if name == _TOOL:
-                    tool = _tool_row(key, seq, ts, props)
-                    if tool is not None:
-                        tools.append(tool)
+                    if seq not in mission.tools:
+                        tool = _tool_row(key, seq, ts, props)
+                        if tool is not None:
+                            tools.append(tool)
+                            mission.tools[seq] = (tool[2], tool[4], tool[3])
+                            used.add(tool[2])
                 elif name == _LLM:
-                    llm = self._llm_row(key, seq, ts, props)
-                    if llm is not None:
-                        llms.append(llm)
+                    if seq not in mission.llms:
+                        llm = self._llm_row(key, seq, ts, props)
+                        if llm is not None:
+                            llms.append(llm)
+                            mission.llms[seq] = llm[4:10]
                 elif name == _STEP:
-                    step = _step_row(key, seq, ts, props)
-                    if step is not None:
-                        steps.append(step)
-        conn.executemany(_HEADER_SQL, headers)
-        conn.executemany(
-            "INSERT OR IGNORE INTO mission_tags (tag, mission_key) VALUES (?, ?)", tags
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO mission_steps (mission_key, seq, step_index, name, success, "
-            "duration_ms, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            steps,
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO mission_tool_calls (mission_key, seq, tool_name, duration_ms, "
-            "success, error_code, step_index, called_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            tools,
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO mission_llm_calls (mission_key, seq, model, provider, "
-            "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
-            "reasoning_tokens, cost, cost_source, duration_ms, called_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            llms,
-        )
-        # Counters are recomputed from the child rows of the missions whose rows changed.
-        for sql, rows in ((_STEPS_SQL, steps), (_TOOLS_SQL, tools), (_LLM_SQL, llms)):
-            if rows:
-                conn.executemany(sql, sorted({(row[0],) for row in rows}))
-        if tools:
-            # Tools never leave a mission, so replacing its rows covers every tool it used.
-            conn.executemany(_TOOL_USAGE_SQL, sorted({(row[0],) for row in tools}))
+                    if seq not in mission.steps:
+                        step = _step_row(key, seq, ts, props)
+                        if step is not None:
+                            steps.append(step)
+                            mission.steps[seq] = (step[2], step[4])
+                elif name in _STARTS:
+                    start_ts = ts if start_ts is None else min(start_ts, ts)
+                elif name == _ABANDONED:
+                    if inferred is None or seq > inferred[0]:
+                        inferred = (seq, name, ts, props)
+                    continue
+                if name not in _ENDS:
+                    paused = props.get(p.PAUSED_MS)
+                    if paused is not None:
+                        paused = _number(paused)
+                        if paused is not None and paused > paused_so_far:
+                            paused_so_far = paused
+                if props.get(p.STATUS) in _STATUS_VALUES and (real is None or seq > real[0]):
+                    real = (seq, name, ts, props)
+            _fold_common(row, first_ts, last_ts, last_seq, retries, start_ts)
+            for column, value in (
+                ("backend", backend),
+                ("model", model),
+                ("session_id", session),
+                ("user_id", user),
+            ):
+                if row[column] is None:
+                    row[column] = value
+            if tag_list and row["tags"] == "[]":
+                row["tags"] = _json_encode(tag_list).decode()
+            _fold_status(row, real, paused_so_far, inferred=False)
+            if inferred is not None:
+                _fold_status(row, inferred, paused_so_far, inferred=True)
+            if len(steps) > step_rows:
+                mission.count_steps()
+            if used:
+                mission.count_tools()
+                usage.extend(mission.tool_usage(tool) for tool in sorted(used))
+            if len(llms) > llm_rows:
+                mission.count_llm_calls()
+            if before is None:
+                inserts.append((key, mission_id, *[row[c] for c in _COLUMNS]))
+                mission.new = False
+            else:
+                changed = tuple(c for c in _COLUMNS if row[c] != before[c])
+                if changed:
+                    updates.setdefault(changed, []).append((*[row[c] for c in changed], key))
+            cache.put(mission_id, mission)
+        conn.executemany(_INSERT_MISSION_SQL, inserts)
+        for columns, values in updates.items():
+            conn.executemany(_update_sql(columns), values)
+        conn.executemany(_INSERT_TAG_SQL, tags)
+        conn.executemany(_INSERT_STEP_SQL, steps)
+        conn.executemany(_INSERT_TOOL_SQL, tools)
+        conn.executemany(_INSERT_LLM_SQL, llms)
+        conn.executemany(_TOOL_USAGE_SQL, usage)
+
+    def _missions_of(
+        self, conn: sqlite3.Connection, by_mission: dict[str, list[_Fact]]
+    ) -> dict[str, _Mission]:
+        """The batch's missions: cached, else read back, else new (keys in batch order,
+        as SQLite would give them)."""
+        cache = self._missions
+        missions: dict[str, _Mission] = {}
+        missing: list[str] = []
+        for mission_id in by_mission:
+            mission = cache.get(mission_id)
+            if mission is None:
+                missing.append(mission_id)
+            else:
+                missions[mission_id] = mission
+        if not missing:
+            return missions
+        stored = _read_missions(conn, missing)
+        last_key: int | None = None
+        for mission_id in missing:
+            mission = stored.get(mission_id)
+            if mission is None:
+                if last_key is None:
+                    last_key = conn.execute(
+                        "SELECT COALESCE(MAX(mission_key), 0) FROM missions"
+                    ).fetchone()[0]
+                    assert last_key is not None
+                last_key += 1
+                ts = by_mission[mission_id][0][1]
+                mission = _Mission(
+                    last_key, {**_NEW_ROW, "created_at": ts, "last_event_at": ts}, new=True
+                )
+            missions[mission_id] = mission
+        return missions
 
     def _llm_row(
         self, key: int, seq: int, ts: str, props: dict[str, Any]
@@ -364,114 +546,114 @@ class MissionProjection:
         return (None if total is None else float(total)), estimate.source
 
 
-def _mission_keys(conn: sqlite3.Connection, mission_ids: list[str]) -> dict[str, int]:
-    keys: dict[str, int] = {}
+def _read_missions(conn: sqlite3.Connection, mission_ids: list[str]) -> dict[str, _Mission]:
+    """Stored missions with their child rows, by id (absent ids are not stored)."""
+    out: dict[str, _Mission] = {}
+    by_key: dict[int, _Mission] = {}
     for start in range(0, len(mission_ids), _IDS_PER_QUERY):
         chunk = mission_ids[start : start + _IDS_PER_QUERY]
         marks = ", ".join("?" * len(chunk))
-        keys.update(
-            conn.execute(
-                f"SELECT mission_id, mission_key FROM missions WHERE mission_id IN ({marks})",
-                chunk,
-            ).fetchall()
-        )
-    return keys
-
-
-def _headers(key: int, facts: list[_Fact], tag_list: list[str]) -> list[dict[str, Any]]:
-    """The header updates of one mission's events in a batch: usually one, two when the
-    batch holds both a real status change and an inferred abandonment."""
-    first_ts = last_ts = facts[0][1]
-    start_ts: str | None = None
-    last_seq = retries = 0
-    paused_so_far = 0.0
-    session = user = backend = model = None
-    real: tuple[int, str, str, dict[str, Any]] | None = None  # seq, name, ts, props
-    inferred: tuple[int, str, str, dict[str, Any]] | None = None
-    for name, ts, fact_session, fact_user, props in facts:
-        seq = props[p.SEQ]
-        first_ts = min(first_ts, ts)
-        last_ts = max(last_ts, ts)
-        last_seq = max(last_seq, seq)
-        count = props.get(p.RETRY_COUNT)
-        if type(count) is int:
-            retries = max(retries, count)
-        session = session or fact_session
-        user = user or fact_user
-        backend = backend or _text(props.get(p.BACKEND))
-        model = model or _text(props.get(p.MODEL))
-        if name in _STARTS:
-            start_ts = ts if start_ts is None else min(start_ts, ts)
-        if name == _ABANDONED:
-            if inferred is None or seq > inferred[0]:
-                inferred = (seq, name, ts, props)
-            continue
-        if name not in _ENDS:
-            paused = _number(props.get(p.PAUSED_MS))
-            if paused is not None:
-                paused_so_far = max(paused_so_far, paused)
-        if props.get(p.STATUS) in _STATUS_VALUES and (real is None or seq > real[0]):
-            real = (seq, name, ts, props)
-    common = {
-        "key": key,
-        "backend": backend,
-        "model": model,
-        "tags": _json_encode(tag_list).decode() if tag_list else None,
-        "session_id": session,
-        "user_id": user,
-        "first_ts": first_ts,
-        "last_ts": last_ts,
-        "last_seq": last_seq,
-        "retry_count": retries,
-        "start_ts": start_ts,
-        "paused_so_far": paused_so_far,
-    }
-    out = [{**common, **_status_change(real, inferred=False)}]
-    if inferred is not None:
-        out.append({**common, **_status_change(inferred, inferred=True)})
+        for mission_id, key, *values in conn.execute(
+            f"SELECT mission_id, mission_key, {', '.join(_COLUMNS)} FROM missions "
+            f"WHERE mission_id IN ({marks})",
+            chunk,
+        ):
+            out[mission_id] = by_key[key] = _Mission(
+                key, dict(zip(_COLUMNS, values, strict=True)), new=False
+            )
+    keys = list(by_key)
+    for start in range(0, len(keys), _IDS_PER_QUERY):
+        chunk_keys = keys[start : start + _IDS_PER_QUERY]
+        marks = ", ".join("?" * len(chunk_keys))
+        for key, seq, index, ok in conn.execute(
+            "SELECT mission_key, seq, step_index, success FROM mission_steps "
+            f"WHERE mission_key IN ({marks})",
+            chunk_keys,
+        ):
+            by_key[key].steps[seq] = (index, ok)
+        for key, seq, name, ok, ms in conn.execute(
+            "SELECT mission_key, seq, tool_name, success, duration_ms FROM mission_tool_calls "
+            f"WHERE mission_key IN ({marks})",
+            chunk_keys,
+        ):
+            by_key[key].tools[seq] = (name, ok, ms)
+        for key, seq, *counts in conn.execute(
+            "SELECT mission_key, seq, input_tokens, output_tokens, cache_read_tokens, "
+            "cache_creation_tokens, reasoning_tokens, cost FROM mission_llm_calls "
+            f"WHERE mission_key IN ({marks})",
+            chunk_keys,
+        ):
+            by_key[key].llms[seq] = tuple(counts)
     return out
 
 
-def _status_change(
-    fact: tuple[int, str, str, dict[str, Any]] | None, *, inferred: bool
-) -> dict[str, Any]:
-    if fact is None:
-        return dict.fromkeys(_CHANGE_KEYS, None) | {"inferred": False, "final": False}
-    seq, name, ts, props = fact
-    final = name in _ENDS
+def _fold_common(
+    row: dict[str, Any],
+    first_ts: str,
+    last_ts: str,
+    last_seq: int,
+    retries: int,
+    start_ts: str | None,
+) -> None:
+    """Widen a mission's times and counts by a batch's: creation is its earliest event,
+    start its earliest start, last activity its latest event."""
+    if first_ts < row["created_at"]:
+        row["created_at"] = first_ts
+    if last_ts > row["last_event_at"]:
+        row["last_event_at"] = last_ts
+    if last_seq > row["last_seq"]:
+        row["last_seq"] = last_seq
+    if retries > row["retry_count"]:
+        row["retry_count"] = retries
+    if start_ts is not None:
+        started = row["started_at"]
+        if started is None or start_ts < started:
+            row["started_at"] = start_ts
+
+
+def _fold_status(
+    row: dict[str, Any],
+    fact: _StatusFact | None,
+    paused_so_far: float,
+    *,
+    inferred: bool,
+) -> None:
+    """Fold a batch's newest status change (None: none) into a mission's row.
+
+    It wins when it is newer than the status in force; an inferred abandonment wins over
+    the newest status seen so far, but only while the mission is still active. Pauses
+    only grow until a final status, whose total then stands.
+    """
+    current = row["status"]
+    wins = final = False
+    if fact is not None:
+        seq, name, ts, props = fact
+        if inferred:
+            wins = seq >= row["status_seq"] and current in _ACTIVE_SET
+        else:
+            wins = seq > row["status_seq"]
+        final = name in _ENDS
+    if final and wins:
+        total = _number(props.get(p.PAUSED_MS))
+        if total is not None:
+            row["paused_ms"] = total
+    elif current not in _FINAL and paused_so_far > row["paused_ms"]:
+        row["paused_ms"] = paused_so_far
+    if not wins:
+        return
     ending = final or inferred
     error_step = props.get(p.ERROR_STEP_INDEX)
     recoverable = props.get(p.ERROR_RECOVERABLE)
-    return {
-        "status": MissionStatus.ABANDONED.value if inferred else props[p.STATUS],
-        "status_seq": seq,
-        "inferred": inferred,
-        "final": final,
-        "paused_total": _number(props.get(p.PAUSED_MS)) if final else None,
-        "ended_at": ts if ending else None,
-        "execution_time_ms": _number(props.get(p.EXECUTION_TIME_MS)) if final else None,
-        "error_code": _text(props.get(p.ERROR_CODE)) if ending else None,
-        "error_message": _text(props.get(p.ERROR_MESSAGE)) if ending else None,
-        "error_type": _text(props.get(p.ERROR_TYPE)) if ending else None,
-        "error_step_index": error_step if ending and type(error_step) is int else None,
-        "error_recoverable": int(recoverable) if ending and type(recoverable) is bool else None,
-        "end_reason": _text(props.get(p.REASON)) if ending else None,
-    }
-
-
-_CHANGE_KEYS: Final = (
-    "status",
-    "status_seq",
-    "paused_total",
-    "ended_at",
-    "execution_time_ms",
-    "error_code",
-    "error_message",
-    "error_type",
-    "error_step_index",
-    "error_recoverable",
-    "end_reason",
-)
+    row["status"] = MissionStatus.ABANDONED.value if inferred else props[p.STATUS]
+    row["status_seq"] = seq
+    row["ended_at"] = ts if ending else None
+    row["execution_time_ms"] = _number(props.get(p.EXECUTION_TIME_MS)) if final else None
+    row["error_code"] = _text(props.get(p.ERROR_CODE)) if ending else None
+    row["error_message"] = _text(props.get(p.ERROR_MESSAGE)) if ending else None
+    row["error_type"] = _text(props.get(p.ERROR_TYPE)) if ending else None
+    row["error_step_index"] = error_step if ending and type(error_step) is int else None
+    row["error_recoverable"] = int(recoverable) if ending and type(recoverable) is bool else None
+    row["end_reason"] = _text(props.get(p.REASON)) if ending else None
 
 
 def _step_row(key: int, seq: int, ts: str, props: dict[str, Any]) -> tuple[Any, ...] | None:

@@ -932,6 +932,12 @@ _TIME_UNITS: Final = frozenset({"ns", "us", "ms", "s", "seconds", "milliseconds"
 _BUSINESS_GAUGES: Final = frozenset(
     {BusinessMetricType.QUOTA_USED, BusinessMetricType.QUOTA_REMAINING}
 )
+# Distinct event series remembered by an EventMetricsProjection: metric names times label
+# sets in use, bounded in case a producer puts ids in tags (past it, keys are rebuilt).
+_EVENT_SERIES_CACHED: Final = 10_000
+
+_EventSeries: TypeAlias = tuple[str, str, SeriesKind, Temporality, "str | None"]
+"""(name, canonical labels, type, temporality, unit) of an event-derived series."""
 
 
 class EventMetricsProjection:
@@ -954,7 +960,12 @@ class EventMetricsProjection:
     [('latency', {'endpoint': '/run'}, 'timer', 'cumulative', 'ms', 12.5)]
     """
 
-    __slots__ = ()
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        # (metric, unit, tags...) or (metric type, unit, model, backend) -> its series:
+        # saves building and encoding the labels of every event.
+        self._keys: dict[Any, _EventSeries] = {}
 
     @property
     def name(self) -> str:
@@ -1007,16 +1018,57 @@ class EventMetricsProjection:
         rows: Sequence[EventRow],
     ) -> None:
         """Write the samples of newly stored events (inside the store's transaction)."""
-        batch = _Batch()
+        series: dict[_EventSeries, list[tuple[int, float]]] = {}
+        keys = self._keys
         for event in events:
-            produced = self.points(event)
-            if not produced:
+            data = event.data
+            cls = type(data)
+            if cls is dict or data is None:  # most events: properties, not a metric
                 continue
-            ts = _timestamp_us(event.timestamp)
-            for name, labels, kind, temporality, unit, value in produced:
-                if math.isfinite(value):
-                    batch.add(name, labels, kind, temporality, unit, ts, value)
-        batch.flush(conn)
+            if cls is PerformanceEventData:
+                value = float(data.value)
+                token: Any = (data.metric, data.unit, *data.tags.items())
+            elif cls is BusinessEventData:
+                value = float(data.value)
+                token = (data.metric_type, data.unit, data.model, data.backend)
+            elif isinstance(data, PerformanceEventData | BusinessEventData):
+                value = float(data.value)
+                token = None  # a subclass: not cached
+            else:
+                continue
+            if not math.isfinite(value):
+                continue
+            key = None if token is None else keys.get(token)
+            if key is None:
+                ((name, labels, kind, temporality, unit, _),) = self.points(event)
+                key = (name, canonical_labels(labels), kind, temporality, unit)
+                if token is not None and len(keys) < _EVENT_SERIES_CACHED:
+                    keys[token] = key
+            points = series.get(key)
+            if points is None:
+                points = series[key] = []
+            points.append((_timestamp_us(event.timestamp), value))
+        if not series:
+            return
+        specs: dict[SeriesKey, tuple[SeriesKind, Temporality, str | None]] = {}
+        seen: dict[SeriesKey, tuple[int, int]] = {}
+        for (name, label_text, kind, temporality, unit), points in series.items():
+            series_key = (name, label_text)
+            stamps = [ts for ts, _ in points]
+            low, high = min(stamps), max(stamps)
+            if series_key in specs:  # one name and labels, two kinds: the first one stays
+                old_low, old_high = seen[series_key]
+                low, high = min(low, old_low), max(high, old_high)
+            else:
+                specs[series_key] = (kind, temporality, unit)
+            seen[series_key] = (low, high)
+        ids = resolve_series(conn, specs, seen)
+        delta = [ids[k] for k, spec in specs.items() if spec[0] == "counter" and spec[1] == "delta"]
+        out: list[tuple[int, int, float]] = []
+        for (name, label_text, *_), points in series.items():
+            series_id = ids[(name, label_text)]
+            out.extend([(series_id, ts, value) for ts, value in points])
+        write_rows(conn, out, delta)
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Derive the samples again from every stored performance and business event.
