@@ -229,7 +229,11 @@ def _start_alerts(rules_path: str | None, store: Any) -> Any:
 
 async def _refresh_dashboard(state: ServerState) -> None:
     """Keep ``dashboard_metrics`` (today vs yesterday) fresh, on the writer thread: every
-    few seconds while events arrive, every ``dashboard_refresh_seconds`` otherwise."""
+    few seconds while events arrive, every ``dashboard_refresh_seconds`` otherwise.
+
+    Each refresh commits on the store's writer connection between batches: a commit on
+    another connection would empty the projections' row caches, and the next batches
+    would read their rows back."""
     from tachimeter.store.summaries import refresh_dashboard_metrics
 
     transactions = -1
@@ -241,7 +245,9 @@ async def _refresh_dashboard(state: ServerState) -> None:
             transactions = state.writer.transactions
             last = now
             try:
-                future = state.writer.call(lambda conn: refresh_dashboard_metrics(conn, utc_now()))
+                future = state.writer.call_on_store(
+                    lambda conn: refresh_dashboard_metrics(conn, utc_now())
+                )
                 await asyncio.wrap_future(future)
             except asyncio.CancelledError:
                 raise

@@ -8,12 +8,13 @@ then the app's lifespan closes the writer, which commits everything queued, and 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import uvicorn
 
@@ -26,6 +27,11 @@ from tachimeter.store.projection import Projection
 __all__ = ["run_server"]
 
 _log = logging.getLogger("tachimeter.server")
+
+# Tracked allocations (net of frees) between young collections; CPython's default is 700.
+# A 1 000-event request allocates and frees tens of thousands of containers, nearly none
+# of them in cycles: at 700 the server ran about 10 young collections per request.
+_GC_YOUNG_THRESHOLD: Final = 10_000
 
 
 class _Server(uvicorn.Server):
@@ -93,6 +99,7 @@ def run_server(
         await original_startup(sockets=sockets)
         if not server.started:
             return
+        _tune_gc()
         port = settings.port
         for listener in server.servers:
             for sock in listener.sockets:
@@ -123,3 +130,17 @@ def run_server(
 
     server.startup = startup  # type: ignore[method-assign]
     server.run()
+
+
+def _tune_gc() -> None:
+    """Garbage collection for a long-running server, once the app and store are ready.
+
+    ``bench/server.py`` (100 000 events, http_1000) measured about 7 % of the server's
+    time in collections: the full ones rescanned the ~86 000 objects of the app, its
+    routes and the imported modules, which live as long as the process. Frozen, they
+    are never scanned again; with the higher young threshold GC time fell from about
+    0.6 s to 0.1 s per 100 000 events.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -8,9 +8,11 @@ time while traffic trickles in, many at once under load, so concurrent clients s
 cost of a commit. A group that fails is written again one request at a time, so one bad
 request never fails the others.
 
-Other writes the server makes (``dashboard_metrics`` refreshes) run on the same thread
+Other writes the server makes (metric points, funnel definitions) run on the same thread
 through :meth:`IngestWriter.call`, so the process never competes with itself for
-SQLite's write lock.
+SQLite's write lock. ``dashboard_metrics`` refreshes go through
+:meth:`IngestWriter.call_on_store`: they commit on the store's own writer connection, so
+the projections' row caches stay valid (a commit on any other connection empties them).
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ class _Job:
 
 
 class _Call:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "on_store")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], *, on_store: bool) -> None:
         self.fn = fn
+        self.on_store = on_store
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
 
@@ -166,7 +169,23 @@ class IngestWriter:
 
     def call(self, fn: Callable[[sqlite3.Connection], _T]) -> concurrent.futures.Future[_T]:
         """Run ``fn`` on the writer thread with a writable connection of its own."""
-        job = _Call(fn)
+        return self._queue_call(_Call(fn, on_store=False))
+
+    def call_on_store(
+        self, fn: Callable[[sqlite3.Connection], _T]
+    ) -> concurrent.futures.Future[_T]:
+        """Run ``fn`` on the writer thread, between batches, with the store's own writer
+        connection outside a transaction (``fn`` commits its own, and must not write
+        through the store).
+
+        The projections' row caches survive its commits (a commit on another connection
+        empties them: :class:`~tachimeter.store.projection.RowCache`), so ``fn`` may only
+        write tables no projection keeps, such as ``dashboard_metrics``; anything else
+        goes through :meth:`call`.
+        """
+        return self._queue_call(_Call(fn, on_store=True))
+
+    def _queue_call(self, job: _Call) -> concurrent.futures.Future[Any]:
         with self._cond:
             if self._closing:
                 raise StoreError("the server is shutting down")
@@ -257,6 +276,10 @@ class IngestWriter:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
+            if job.on_store:
+                with self._store.writer_connection() as conn:
+                    job.future.set_result(job.fn(conn))
+                return
             if self._side_conn is None:
                 self._side_conn = sqlite3.connect(
                     self._store.path, isolation_level=None, check_same_thread=False, timeout=5.0

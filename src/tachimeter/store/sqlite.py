@@ -467,6 +467,22 @@ class SQLiteStore:
 
     # -- writing ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writer_connection(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection, under the store's lock, for work that must share it with
+        :meth:`write_batch` (so projections' row caches stay valid: a commit on another
+        connection empties them). Used outside any transaction; a transaction the caller
+        leaves open (it failed midway) is rolled back, so the next batch starts clean.
+        """
+        with self._lock:
+            conn = self._writer()
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+
     def write_batch(
         self,
         events: Sequence[AnalyticsEvent],
