@@ -15,8 +15,13 @@ from strategies import events, finite, json_objects, keys
 
 from tachimeter.model import (
     AnalyticsEvent,
+    BusinessEventData,
+    BusinessMetricType,
     Custom,
+    ErrorEventData,
+    ErrorSeverity,
     EventBuilder,
+    EventCategory,
     EventMetadata,
     EventType,
     UsageEventData,
@@ -253,3 +258,90 @@ def test_clock_reading_shortcut_never_passes_what_the_seconds_check_refuses(
         assert envelope is not None and envelope[1] is None
     if ahead < -max_age - 0.01:
         assert envelope is not None and envelope[1] is not None
+
+
+def test_ints_longer_than_the_size_bound_are_measured() -> None:
+    """The flat-data size bound assumes ints of at most 20 digits; a longer one is encoded
+    and measured (or refused, past what JSON encoding takes), not under-counted."""
+    limits = ValidationLimits(max_event_bytes=300)
+    long = EventBuilder.track("feature_used").properties({"n": 10**400}).build()
+    short = EventBuilder.track("feature_used").properties({"n": 10**19}).build()
+    result = validate_event(long, limits=limits)
+    assert not result.valid and "more than max_event_bytes 300" in result.errors[0]
+    assert validate_event(short, limits=limits).valid
+    huge = EventBuilder.track("feature_used").properties({"n": 10**5000}).build()
+    assert not validate_event(huge).valid
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (
+            EventType.TOKENS_CONSUMED,
+            BusinessEventData(metric_type=BusinessMetricType.INPUT_TOKENS, value=10, unit="tokens"),
+        ),
+        (
+            EventType.ERROR_OCCURRED,
+            ErrorEventData(code="E", message="m", severity=ErrorSeverity.ERROR, component="tools"),
+        ),
+    ],
+)
+def test_envelope_passes_the_types_that_carry_their_expected_data(
+    kind: EventType, data: BusinessEventData | ErrorEventData
+) -> None:
+    """tokens_consumed with BusinessEventData and error_occurred with ErrorEventData have
+    no warning, so the envelope passes them; other data, or another category, is left to
+    the full check, which warns."""
+    event = AnalyticsEvent.new(kind, data)
+    validate_event(event, now=NOW)  # the metadata is known from here on
+    at_now = msgspec.structs.replace(event, timestamp=NOW)
+    assert validation.measure_envelope(at_now, NOW, validation.DEFAULT_LIMITS) is not None
+    assert validate_event(at_now, now=NOW) == ValidationResult(valid=True, errors=[], warnings=[])
+    for odd in (
+        msgspec.structs.replace(at_now, data={"n": 1}),
+        msgspec.structs.replace(at_now, data=None),
+        msgspec.structs.replace(at_now, category=EventCategory.SYSTEM),
+    ):
+        assert validation.measure_envelope(odd, NOW, validation.DEFAULT_LIMITS) is None
+        assert validate_event(odd, now=NOW).warnings
+
+
+def _walk_errors(value: Any, depth: int, limits: ValidationLimits) -> list[str]:
+    walker = validation._Walker(limits)
+    walker.walk(value, "$.data", depth)
+    return walker.errors
+
+
+_plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.just("z" * 30),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(keys | st.integers(0, 2), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _plain | st.builds(lambda x: [x, object()], _plain),
+    st.integers(0, 3),
+    st.sampled_from(
+        [
+            validation.DEFAULT_LIMITS,
+            ValidationLimits(max_string_length=20, max_property_depth=2),
+            ValidationLimits(max_property_depth=0),
+        ]
+    ),
+)
+def test_passes_walk_answers_as_the_walk(value: Any, depth: int, limits: ValidationLimits) -> None:
+    """For plain JSON values the shortcut says "nothing found" exactly when the walk finds
+    nothing; for anything else it says no."""
+    assert validation.passes_walk(value, depth, limits) == (not _walk_errors(value, depth, limits))
+    assert not validation.passes_walk(ErrorSeverity.ERROR, 0, limits)

@@ -71,8 +71,12 @@ class ValidationResult(msgspec.Struct, kw_only=True):
 
 
 _SCALARS: Final = (str, int, bool, type(None))
-_USAGE_FIELDS: Final = frozenset(UsageEventData.__struct_fields__) - {"extra"}
+USAGE_FIELDS: Final = frozenset(UsageEventData.__struct_fields__) - {"extra"}
+"""The named fields of :class:`UsageEventData`: a key of its ``extra`` must not be one."""
 _encoder: Final = msgspec.json.Encoder()
+INT_BOUND: Final = 10**20
+"""Ints strictly within this bound encode to at most 21 bytes; size bounds assume it (an
+int may have thousands of digits)."""
 
 
 class _Walker:
@@ -203,6 +207,12 @@ _QUIET_CATEGORY: Final[dict[object, EventCategory]] = {
     for kind in EventType
     if kind not in (EventType.TOKENS_CONSUMED, EventType.ERROR_OCCURRED)
 }
+# tokens_consumed and error_occurred need no warning when they carry the data they expect:
+# (expected data type, category).
+_EXPECTED_DATA: Final[dict[object, tuple[type, EventCategory]]] = {
+    EventType.TOKENS_CONSUMED: (BusinessEventData, EventType.TOKENS_CONSUMED.category()),
+    EventType.ERROR_OCCURRED: (ErrorEventData, EventType.ERROR_OCCURRED.category()),
+}
 # Custom event names seen to be valid; names are few, the bound guards against ids as names.
 _good_custom_names: set[str] = set()
 
@@ -245,7 +255,8 @@ def measure_envelope(
     raise on odd objects.
 
     Internal, for pipeline stages that check the data in their own pass over it
-    (``tachimeter.privacy.prepare_event``); the data itself is not looked at. ``now`` is
+    (``tachimeter.privacy.prepare_event``); of the data only its type is looked at
+    (``tokens_consumed`` and ``error_occurred`` warn without the variant they expect). ``now`` is
     a datetime (exact) or Unix seconds (from ``time.time()``); an age warning against
     seconds is worded against ``datetime.fromtimestamp(now, UTC)``, as
     :func:`validate_events` words it.
@@ -282,19 +293,26 @@ def measure_envelope(
     etype = event.event_type
     # One lookup answers "a named type that needs no warning, in its own category".
     if _QUIET_CATEGORY.get(etype) is not event.category:
-        if type(etype) is not Custom:
-            return None
-        name = etype.name
-        if name not in _good_custom_names:
-            if type(name) is not str or check_custom_name(name) is not None:
+        if type(etype) is Custom:
+            name = etype.name
+            if name not in _good_custom_names:
+                if type(name) is not str or check_custom_name(name) is not None:
+                    return None
+                if name in EventType._value2member_map_:
+                    return None
+                if len(_good_custom_names) >= 1024:
+                    _good_custom_names.clear()
+                _good_custom_names.add(name)
+            if event.category is not etype.category():
                 return None
-            if name in EventType._value2member_map_:
+        else:
+            expected = _EXPECTED_DATA.get(etype)
+            if (
+                expected is None
+                or type(event.data) is not expected[0]
+                or event.category is not expected[1]
+            ):
                 return None
-            if len(_good_custom_names) >= 1024:
-                _good_custom_names.clear()
-            _good_custom_names.add(name)
-        if event.category is not etype.category():
-            return None
     metadata = event.metadata
     cached = _checked_metadata.get(id(metadata))
     if cached is None or cached[0] is not metadata:
@@ -422,8 +440,8 @@ def _check_event(
             f"$.metadata.{shadowed[0]}: custom metadata key {shadowed[0]!r} is reserved "
             f"(reserved: {', '.join(sorted(RESERVED_CONTEXT_KEYS))}); rename it"
         )
-    if type(data) is UsageEventData and not _USAGE_FIELDS.isdisjoint(data.extra):
-        clash = sorted(_USAGE_FIELDS.intersection(data.extra))[0]
+    if type(data) is UsageEventData and not USAGE_FIELDS.isdisjoint(data.extra):
+        clash = sorted(USAGE_FIELDS.intersection(data.extra))[0]
         errors.append(f"$.data.extra.{clash}: extra key {clash!r} shadows a usage field; rename it")
 
     walker = _Walker(limits)
@@ -439,7 +457,7 @@ def _check_event(
     errors.extend(walker.errors)
     if not walker.errors:
         if data_bytes is None or data_bytes * 2 > limits.max_event_bytes:
-            data_bytes = len(_encoder.encode(data))  # the estimate is close: measure exactly
+            data_bytes = encoded_size(data)  # the estimate is close: measure exactly
         size = data_bytes + metadata_bytes
         if size > limits.max_event_bytes:
             errors.append(
@@ -463,7 +481,11 @@ def _flat_size(data: dict[Any, Any], limits: ValidationLimits) -> int | None:
                 return None
             # JSON escaping at most doubles ASCII and a code point is at most 6 bytes
             size += 6 * (len(key) + len(value)) + 6
-        elif kind is int or kind is bool or value is None:
+        elif kind is int:
+            if not -INT_BOUND < value < INT_BOUND:  # longer digits than the bound allows
+                return None
+            size += 6 * len(key) + 26
+        elif kind is bool or value is None:
             size += 6 * len(key) + 26
         elif kind is float:
             if value - value != 0.0:  # NaN and infinities
@@ -492,6 +514,41 @@ def _metadata_size(metadata: object, walker: _Walker) -> int:
             _checked_metadata.clear()
         _checked_metadata[id(metadata)] = (metadata, (size, None))
     return size
+
+
+def passes_walk(value: Any, depth: int, limits: ValidationLimits) -> bool:
+    """Whether :func:`validate_event`'s walk of ``value`` at ``depth`` finds nothing in it,
+    judged for plain JSON values only (str, int, bool, None, float, and dicts with string
+    keys, lists and tuples of them): False for anything else, which the full check must
+    describe. May raise on odd objects (RecursionError on a cycle).
+
+    Internal, for pipeline stages that check nested data in their own pass over it
+    (``tachimeter.privacy.prepare_event``).
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) <= limits.max_string_length
+    if kind is float:
+        return bool(value - value == 0.0)  # NaN and infinities fail
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is dict or kind is list or kind is tuple:
+        if depth >= limits.max_property_depth:
+            return False
+        depth += 1
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str or not passes_walk(item, depth, limits):
+                    return False
+            return True
+        return all(passes_walk(item, depth, limits) for item in value)
+    return False
+
+
+def encoded_size(data: object) -> int:
+    """The encoded size :func:`validate_event` counts for ``data`` that is not a flat
+    dict (a typed payload); may raise on values that are not JSON. Internal."""
+    return len(_encoder.encode(data))
 
 
 def _describe(data: object) -> str:

@@ -36,15 +36,25 @@ from tachimeter.errors import ConfigError
 from tachimeter.model import (
     AnalyticsEvent,
     BusinessEventData,
+    BusinessMetricType,
     CustomData,
     ErrorEventData,
+    ErrorSeverity,
     EventMetadata,
     PerformanceEventData,
     UsageEventData,
     ValidationResult,
     validate_event,
 )
-from tachimeter.model.validation import DEFAULT_LIMITS, ValidationLimits, measure_envelope
+from tachimeter.model.validation import (
+    DEFAULT_LIMITS,
+    INT_BOUND,
+    USAGE_FIELDS,
+    ValidationLimits,
+    encoded_size,
+    measure_envelope,
+    passes_walk,
+)
 from tachimeter.privacy.patterns import (
     PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -85,6 +95,7 @@ _TEXT_CACHE_SIZE: Final = 2048
 _MAX_CACHED_LENGTH: Final = 512
 _NOT_CACHED: Final = object()
 _DROPPED: Final = object()
+_UNCHECKED: Final = object()  # a one-pass preparer's "the full steps must decide"
 # Every token but a PEM block is a run of at least _MIN_TOKEN_LENGTH of these characters
 # (tests check it against the patterns), so text without such a run skips the token
 # regex. The run is found by mapping the UTF-8 bytes through a table and looking for
@@ -856,9 +867,11 @@ class Scrubber:
         and the result when it only warns, and ``(event, result)`` unsanitized when the
         event is invalid. Never raises for an event :meth:`sanitize_event` accepts.
 
-        The common event (key-value data of scalars, the metadata seen before, no URLs)
-        is checked and scrubbed in one pass over its values; anything else takes the two
-        steps in turn. Both give the same events, results and ``scrubbed_count``.
+        The common event (the metadata seen before, no URLs, no user-id hashing; data
+        that is key-value scalars, a typed payload with well-typed fields, or none) is
+        checked and scrubbed in one pass over its values; anything else, and anything the
+        pass finds to report but an old timestamp, takes the two steps in turn. Both give
+        the same events, results and ``scrubbed_count``.
 
         >>> from tachimeter.model import AnalyticsEvent, EventType
         >>> event = AnalyticsEvent.new(EventType.FEATURE_USED, {"note": "pwd=hunter2", "n": 1})
@@ -886,6 +899,45 @@ class Scrubber:
             now = dt.datetime.now(dt.UTC)
         prepare = self.prepare_event
         return [prepare(event, limits=limits, now=now) for event in events]
+
+    def _prepare_one_pass(
+        self, event: AnalyticsEvent, limits: ValidationLimits, now: dt.datetime | None
+    ) -> tuple[AnalyticsEvent, ValidationResult | None] | None:
+        """:func:`prepare_event`'s answer for an event whose metadata is known clean and
+        that has no URLs, from one pass over its data; None when the two steps must
+        decide (then nothing has been counted)."""
+        data = event.data
+        kind = type(data)
+        if kind is dict:
+            if self._extra:  # _prepare_flat skips short strings, which extra patterns read
+                return None
+            prepare = None
+        else:
+            prepare = _TYPED_PREPARERS.get(kind)
+            if prepare is None:
+                return None
+        try:
+            envelope = measure_envelope(event, time.time() if now is None else now, limits)
+            if envelope is None:
+                return None
+            budget = limits.max_event_bytes - envelope[0]
+            if prepare is None:
+                prepared = self._prepare_flat(data, limits.max_string_length, budget)
+                if prepared is None:
+                    return None
+            else:
+                prepared = prepare(self, data, limits, budget)
+                if prepared is _UNCHECKED:
+                    return None
+        except Exception:  # anything odd is for the full check to describe
+            return None
+        if prepared is not data:
+            event = msgspec.structs.replace(event, data=prepared)
+        warning = envelope[1]
+        if warning is None:
+            return event, None
+        # An old event: valid, with the one warning the full check gives it.
+        return event, ValidationResult(valid=True, errors=[], warnings=[warning])
 
     def _prepare_flat(self, data: dict[Any, Any], max_length: int, budget: int) -> Any:
         """``data`` scrubbed as :meth:`_scrub_dict` would, if validation finds nothing in
@@ -938,7 +990,12 @@ class Scrubber:
                 else:
                     count += 1
                     new = PLACEHOLDER if action == _MASK else _DROPPED
-            elif kind is int or kind is bool or value is None or (kind is float and finite(value)):
+            elif (
+                kind is bool
+                or value is None
+                or (kind is int and -INT_BOUND < value < INT_BOUND)
+                or (kind is float and finite(value))
+            ):
                 chars += len(key)
                 if not action or (value is None and action == _MASK):
                     continue
@@ -960,6 +1017,176 @@ class Scrubber:
             return data
         self._count += count
         return out
+
+    def _prepare_mapping(
+        self, value: Any, data: Any, limits: ValidationLimits, budget: int, rest: int
+    ) -> Any:
+        """A typed payload's ``extra`` or ``tags`` scrubbed as :meth:`_scrub_fields` does,
+        if validation's walk finds nothing in it and ``data`` encodes to at most
+        ``budget`` bytes (``rest`` of them left for the mapping by the fields' bound);
+        ``_UNCHECKED`` otherwise. Called after the other checks: replacements are
+        counted when it succeeds."""
+        if type(value) is not dict:
+            return _UNCHECKED
+        if not self._extra and limits.max_property_depth > 0:  # flat scalars: one pass
+            prepared = self._prepare_flat(value, limits.max_string_length, rest)
+            if prepared is not None:
+                return prepared
+        if not passes_walk(value, 0, limits) or encoded_size(data) > budget:
+            return _UNCHECKED
+        return self._scrub_dict(value, False, 0)
+
+    # The preparers below check each field as validate_event's walk would, inline (this
+    # is the worker's hot loop): exact types only (anything else is left to the full
+    # check), strings within max_string_length, finite floats, ints within INT_BOUND. The
+    # size bound then passes the event, or its exact encoded size decides.
+
+    def _prepare_usage(self, data: UsageEventData, limits: ValidationLimits, budget: int) -> Any:
+        """``data`` sanitized, if validation finds nothing in it; else ``_UNCHECKED``."""
+        feature, action, target, extra = data.feature, data.action, data.target, data.extra
+        duration = data.duration_ms
+        if (
+            type(feature) is not str
+            or type(action) is not str
+            or (target is not None and type(target) is not str)
+            or type(data.success) is not bool
+            or (duration is not None and (type(duration) is not int or not _fits(duration)))
+            or type(extra) is not dict
+            or not USAGE_FIELDS.isdisjoint(extra)
+        ):
+            return _UNCHECKED
+        max_len = limits.max_string_length
+        chars = len(feature) + len(action)
+        if len(feature) > max_len or len(action) > max_len:
+            return _UNCHECKED
+        if target is not None:
+            if len(target) > max_len:
+                return _UNCHECKED
+            chars += len(target)
+        rest = budget - _USAGE_SIZE - 6 * chars
+        new_extra = self._prepare_mapping(extra, data, limits, budget, rest)
+        if new_extra is _UNCHECKED:
+            return _UNCHECKED
+        scrub = self._scrub_str
+        new_feature = scrub(feature)
+        new_action = scrub(action)
+        new_target = target if target is None else scrub(target)
+        if (
+            new_feature is feature
+            and new_action is action
+            and new_target is target
+            and new_extra is extra
+        ):
+            return data
+        return msgspec.structs.replace(
+            data, feature=new_feature, action=new_action, target=new_target, extra=new_extra
+        )
+
+    def _prepare_performance(
+        self, data: PerformanceEventData, limits: ValidationLimits, budget: int
+    ) -> Any:
+        """``data`` sanitized, if validation finds nothing in it; else ``_UNCHECKED``."""
+        metric, unit, tags = data.metric, data.unit, data.tags
+        if type(metric) is not str or type(unit) is not str or not _is_number(data.value):
+            return _UNCHECKED
+        max_len = limits.max_string_length
+        if len(metric) > max_len or len(unit) > max_len:
+            return _UNCHECKED
+        rest = budget - _PERFORMANCE_SIZE - 6 * (len(metric) + len(unit))
+        new_tags = self._prepare_mapping(tags, data, limits, budget, rest)
+        if new_tags is _UNCHECKED:
+            return _UNCHECKED
+        scrub = self._scrub_str
+        new_metric = scrub(metric)
+        new_unit = scrub(unit)
+        if new_metric is metric and new_unit is unit and new_tags is tags:
+            return data
+        return msgspec.structs.replace(data, metric=new_metric, unit=new_unit, tags=new_tags)
+
+    def _prepare_error(self, data: ErrorEventData, limits: ValidationLimits, budget: int) -> Any:
+        """``data`` sanitized, if validation finds nothing in it; else ``_UNCHECKED``."""
+        code, message, component, trace = data.code, data.message, data.component, data.stack_trace
+        if (
+            type(code) is not str
+            or type(message) is not str
+            or type(component) is not str
+            or (trace is not None and type(trace) is not str)
+            or type(data.severity) is not ErrorSeverity
+            or type(data.recovered) is not bool
+        ):
+            return _UNCHECKED
+        max_len = limits.max_string_length
+        chars = len(code) + len(message) + len(component)
+        if len(code) > max_len or len(message) > max_len or len(component) > max_len:
+            return _UNCHECKED
+        if trace is not None:
+            if len(trace) > max_len:
+                return _UNCHECKED
+            chars += len(trace)
+        if _ERROR_SIZE + 6 * chars > budget and encoded_size(data) > budget:
+            return _UNCHECKED
+        scrub = self._scrub_str
+        new_code = scrub(code)
+        new_message = scrub(message)
+        new_component = scrub(component)
+        new_trace = trace if trace is None else scrub(trace)
+        if (
+            new_code is code
+            and new_message is message
+            and new_component is component
+            and new_trace is trace
+        ):
+            return data
+        return msgspec.structs.replace(
+            data, code=new_code, message=new_message, component=new_component, stack_trace=new_trace
+        )
+
+    def _prepare_business(
+        self, data: BusinessEventData, limits: ValidationLimits, budget: int
+    ) -> Any:
+        """``data`` sanitized, if validation finds nothing in it; else ``_UNCHECKED``."""
+        unit, backend, model = data.unit, data.backend, data.model
+        if (
+            type(unit) is not str
+            or (backend is not None and type(backend) is not str)
+            or (model is not None and type(model) is not str)
+            or type(data.metric_type) is not BusinessMetricType
+            or not _is_number(data.value)
+        ):
+            return _UNCHECKED
+        max_len = limits.max_string_length
+        chars = len(unit)
+        if chars > max_len:
+            return _UNCHECKED
+        if backend is not None:
+            if len(backend) > max_len:
+                return _UNCHECKED
+            chars += len(backend)
+        if model is not None:
+            if len(model) > max_len:
+                return _UNCHECKED
+            chars += len(model)
+        if _BUSINESS_SIZE + 6 * chars > budget and encoded_size(data) > budget:
+            return _UNCHECKED
+        scrub = self._scrub_str
+        new_unit = scrub(unit)
+        new_backend = backend if backend is None else scrub(backend)
+        new_model = model if model is None else scrub(model)
+        if new_unit is unit and new_backend is backend and new_model is model:
+            return data
+        return msgspec.structs.replace(data, unit=new_unit, backend=new_backend, model=new_model)
+
+    def _prepare_custom(self, data: CustomData, limits: ValidationLimits, budget: int) -> Any:
+        """``data`` sanitized, if validation finds nothing in it; else ``_UNCHECKED``."""
+        value = data.value
+        if not passes_walk(value, 0, limits) or encoded_size(data) > budget:
+            return _UNCHECKED
+        scrubbed = self._scrub(value, False, 0)
+        return data if scrubbed is value else CustomData(scrubbed)
+
+    def _prepare_empty(self, data: None, limits: ValidationLimits, budget: int) -> Any:
+        """No data: valid if its ``null`` fits ``budget``."""
+        return data if budget >= 4 else _UNCHECKED
 
     def _sanitize_data(self, data: Any) -> Any:
         if data is None:
@@ -1008,6 +1235,47 @@ class Scrubber:
                 if scrubbed is not current:
                     changes[name] = scrubbed
         return msgspec.structs.replace(struct, **changes) if changes else struct
+
+
+_Preparer = Callable[[Scrubber, Any, ValidationLimits, int], Any]
+# The one-pass check and scrub of each data variant but key-value data (which needs no
+# scrubber setting to be taken: see _prepare_one_pass).
+_TYPED_PREPARERS: Final[dict[type, _Preparer]] = {
+    UsageEventData: Scrubber._prepare_usage,
+    BusinessEventData: Scrubber._prepare_business,
+    PerformanceEventData: Scrubber._prepare_performance,
+    ErrorEventData: Scrubber._prepare_error,
+    CustomData: Scrubber._prepare_custom,
+    type(None): Scrubber._prepare_empty,
+}
+
+
+def _typed_size(cls: type[msgspec.Struct], strings: int) -> int:
+    """An upper bound of the JSON of a ``cls`` struct, less 6 bytes a character of its
+    ``strings`` string fields: escaping makes at most 6 bytes of a character; 6 covers a
+    string's quotes (or ``null``), 32 any other field (the longest float is 24 bytes, an
+    int within INT_BOUND 21, an enum's value at most 15), 4 a field name's quotes,
+    colon and comma. A mapping field's own bound is added by _prepare_flat."""
+    fields = cls.__struct_fields__
+    return 2 + sum(len(name) + 4 for name in fields) + 6 * strings + 32 * (len(fields) - strings)
+
+
+_USAGE_SIZE: Final = _typed_size(UsageEventData, 3)
+_PERFORMANCE_SIZE: Final = _typed_size(PerformanceEventData, 2)
+_ERROR_SIZE: Final = _typed_size(ErrorEventData, 4)
+_BUSINESS_SIZE: Final = _typed_size(BusinessEventData, 3)
+
+
+def _fits(number: int) -> bool:
+    return -INT_BOUND < number < INT_BOUND
+
+
+def _is_number(value: object) -> bool:
+    """Whether ``value`` is a finite float or an int within INT_BOUND (not a bool)."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return kind is int and -INT_BOUND < value < INT_BOUND  # type: ignore[operator]
 
 
 def _families_for(text: str) -> list[int]:
@@ -1120,31 +1388,15 @@ def prepare_event(
     >>> prepare_event(event)[0].data
     {'q': 'key [REDACTED_API_KEY]'}
     """
-    data = event.data
     if (
-        type(data) is dict
-        and event.metadata is scrubber._clean_metadata
+        event.metadata is scrubber._clean_metadata
         and event.page_url is None
         and event.referrer is None
         and scrubber._hmac is None
-        and not scrubber._extra
     ):  # the common event: one pass over its values checks and scrubs them
-        try:
-            envelope = measure_envelope(event, time.time() if now is None else now, limits)
-        except Exception:  # anything odd is for the full check to describe
-            envelope = None
-        if envelope is not None:
-            size, warning = envelope
-            prepared = scrubber._prepare_flat(
-                data, limits.max_string_length, limits.max_event_bytes - size
-            )
-            if prepared is not None:
-                if prepared is not data:
-                    event = msgspec.structs.replace(event, data=prepared)
-                if warning is None:
-                    return event, None
-                # An old event: valid, with the one warning the full check gives it.
-                return event, ValidationResult(valid=True, errors=[], warnings=[warning])
+        prepared = scrubber._prepare_one_pass(event, limits, now)
+        if prepared is not None:
+            return prepared
     result = validate_event(event, now=now, limits=limits)
     if not result.valid:
         return event, result
