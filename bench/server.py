@@ -56,6 +56,7 @@ from bench.store import (
     agent_stream,
     data_start,
     interleave,
+    source_event,
 )
 
 DEFAULT_EVENTS: Final = 100_000
@@ -67,33 +68,12 @@ def _batches(stream: list[Source], size: int) -> list[bytes]:
     """The stream as gzip'd HttpSink envelopes of ``size`` events."""
     from tachimeter.model.codec import event_to_builtins
     from tachimeter.model.data import EventMetadata
-    from tachimeter.model.event_types import EventCategory
-    from tachimeter.model.events import AnalyticsEvent
-    from tachimeter.model.ids import uuid7_from_ns
 
     metadata = EventMetadata.from_environment()
     encode = msgspec.json.Encoder().encode
     bodies: list[bytes] = []
     for start in range(0, len(stream), size):
-        batch = [
-            event_to_builtins(
-                AnalyticsEvent(
-                    id=uuid7_from_ns(s.ns),
-                    category=EventCategory(s.category),
-                    event_type=s.kind,
-                    timestamp=s.timestamp,
-                    session_id=s.session_id,
-                    priority=s.priority,
-                    data=s.data,
-                    metadata=metadata,
-                    user_id=s.user_id,
-                    call=s.call,
-                    page_url=s.page_url,
-                    referrer=s.referrer,
-                )
-            )
-            for s in stream[start : start + size]
-        ]
+        batch = [event_to_builtins(source_event(s, metadata)) for s in stream[start : start + size]]
         body = encode({"batch_id": str(start), "sequence": start // size, "events": batch})
         bodies.append(gzip.compress(body, compresslevel=6, mtime=0))
     return bodies

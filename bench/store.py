@@ -391,6 +391,24 @@ class SinkRun(_Run):
         return Ingest(self.events, self.progress, _db_bytes(self.path), extra)
 
 
+def source_event(s: Source, metadata: EventMetadata) -> AnalyticsEvent:
+    """The event a stream row stands for, with ``metadata`` as its collector's."""
+    return AnalyticsEvent(
+        id=uuid7_from_ns(s.ns),
+        category=EventCategory(s.category),
+        event_type=s.kind,
+        timestamp=s.timestamp,
+        session_id=s.session_id,
+        priority=s.priority,
+        data=s.data,
+        metadata=metadata,
+        user_id=s.user_id,
+        call=s.call,
+        page_url=s.page_url,
+        referrer=s.referrer,
+    )
+
+
 class DirectRun(_Run):
     """``SQLiteStore.write_batch`` called directly, 1 000 events a call: the store's own
     cost (row encoding, de-duplication) without the collector's."""
@@ -406,25 +424,7 @@ class DirectRun(_Run):
         started = time.perf_counter()
         chunk = self.source[self.done : self.done + count]
         for at in range(0, len(chunk), RAW_TRANSACTION_ROWS):
-            write_batch(
-                [
-                    AnalyticsEvent(
-                        id=uuid7_from_ns(s.ns),
-                        category=s.kind.category(),
-                        event_type=s.kind,
-                        timestamp=s.timestamp,
-                        session_id=s.session_id,
-                        priority=s.priority,
-                        data=s.data,
-                        metadata=metadata,
-                        user_id=s.user_id,
-                        call=s.call,
-                        page_url=s.page_url,
-                        referrer=s.referrer,
-                    )
-                    for s in chunk[at : at + RAW_TRANSACTION_ROWS]
-                ]
-            )
+            write_batch([source_event(s, metadata) for s in chunk[at : at + RAW_TRANSACTION_ROWS]])
         self._checkpoint(count, started)
 
     def finish(self) -> Ingest:
