@@ -44,6 +44,7 @@ from tachimeter.model.prices import DEFAULT_PRICE_TABLE, PriceTable
 from tachimeter.model.rows import EventRow, event_to_row
 from tachimeter.model.timestamps import format_timestamp, parse_timestamp, to_ns, utc_now
 from tachimeter.model.tokens import TokenUsage
+from tachimeter.store.bulk import execute_rows
 from tachimeter.store.projection import RowCache
 
 if TYPE_CHECKING:
@@ -191,7 +192,14 @@ _StatusFact = tuple[int, str, str, dict[str, Any]]
 
 @functools.cache
 def _update_sql(columns: tuple[str, ...]) -> str:
-    return f"UPDATE missions SET {', '.join(c + ' = ?' for c in columns)} WHERE mission_key = ?"
+    """Sets ``columns`` from each row's values, the row's ``mission_key`` last: one
+    statement for many missions (``execute_rows``)."""
+    sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, start=1))
+    marks = ", ".join("?" * (len(columns) + 1))
+    return (
+        f"UPDATE missions SET {sets} FROM (VALUES ({marks})) AS v "
+        f"WHERE missions.mission_key = v.column{len(columns) + 1}"
+    )
 
 
 class _Mission:
@@ -457,14 +465,14 @@ class MissionProjection:
                 if changed:
                     updates.setdefault(changed, []).append((*[row[c] for c in changed], key))
             cache.put(mission_id, mission)
-        conn.executemany(_INSERT_MISSION_SQL, inserts)
+        execute_rows(conn, _INSERT_MISSION_SQL, inserts)
         for columns, values in updates.items():
-            conn.executemany(_update_sql(columns), values)
-        conn.executemany(_INSERT_TAG_SQL, tags)
-        conn.executemany(_INSERT_STEP_SQL, steps)
-        conn.executemany(_INSERT_TOOL_SQL, tools)
-        conn.executemany(_INSERT_LLM_SQL, llms)
-        conn.executemany(_TOOL_USAGE_SQL, usage)
+            execute_rows(conn, _update_sql(columns), values)
+        execute_rows(conn, _INSERT_TAG_SQL, tags)
+        execute_rows(conn, _INSERT_STEP_SQL, steps)
+        execute_rows(conn, _INSERT_TOOL_SQL, tools)
+        execute_rows(conn, _INSERT_LLM_SQL, llms)
+        execute_rows(conn, _TOOL_USAGE_SQL, usage)
 
     def _missions_of(
         self, conn: sqlite3.Connection, by_mission: dict[str, list[_Fact]]

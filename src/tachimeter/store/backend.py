@@ -21,6 +21,7 @@ from tachimeter.store.projection import Projection
 
 __all__ = [
     "DecodedEvents",
+    "EncodingStore",
     "EventStore",
     "QueryParams",
     "ReadConnection",
@@ -191,4 +192,24 @@ class EventStore(Protocol):
 
     def close(self) -> None:
         """Release connections; later calls raise ``StoreError``."""
+        ...
+
+
+@runtime_checkable
+class EncodingStore(Protocol):
+    """An :class:`EventStore` that can turn events into rows before its write, on any
+    thread: the ``StoreSink`` encodes each batch on its delivery thread so that the
+    writer thread only writes. The encoded form is the backend's own."""
+
+    def encode_batch(self, events: Sequence[AnalyticsEvent]) -> Any:
+        """The events encoded for :meth:`write_encoded`."""
+        ...
+
+    def write_encoded(
+        self,
+        batches: Sequence[Any],
+        *,
+        projections: Sequence[Projection] = (),
+    ) -> WriteResult:
+        """Store encoded batches in one transaction, as ``write_batch`` does."""
         ...

@@ -28,6 +28,9 @@ from tachimeter.model.rows import EventRow
 
 __all__ = ["Projection", "RowCache", "discard_caches"]
 
+# Both versions in one statement: every statement of the writer is a GIL round trip.
+_VERSIONS = "SELECT * FROM pragma_data_version(), pragma_schema_version()"
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -80,14 +83,11 @@ class RowCache(Generic[_K, _V]):
         self._limit = max(1, limit)
         self._data: dict[_K, _V] = {}
         self._conn: int | None = None
-        self._versions: tuple[int, int] | None = None
+        self._versions: tuple[int, ...] | None = None
 
     def check(self, conn: sqlite3.Connection) -> None:
         """Empty the cache if its rows may differ from the tables ``conn`` sees."""
-        versions = (
-            conn.execute("PRAGMA data_version").fetchone()[0],
-            conn.execute("PRAGMA schema_version").fetchone()[0],
-        )
+        versions = tuple(conn.execute(_VERSIONS).fetchone())
         if id(conn) != self._conn or versions != self._versions:
             self._data.clear()
             self._conn = id(conn)

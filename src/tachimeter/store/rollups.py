@@ -65,6 +65,7 @@ from tachimeter.config.settings import DEFAULT_RETENTION_DAYS, AnalyticsConfig, 
 from tachimeter.errors import StoreError
 from tachimeter.metrics.sketch import QuantileSketch
 from tachimeter.model.timestamps import format_timestamp, from_ns, to_ns
+from tachimeter.store.bulk import execute_rows
 from tachimeter.store.chunks import SeriesArrays
 from tachimeter.store.timeseries import SeriesInfo, canonical_labels, find_series, read_samples
 
@@ -599,7 +600,7 @@ def _roll_up_hours(
     else:
         infos = find_series(conn, None, ids=only)
     rows = compute_hourly_rows(conn, infos, start, end)
-    conn.executemany(_UPSERT, rows)
+    execute_rows(conn, _UPSERT, rows)
     by_id = {s.id: s for s in infos}
     for row in rows:
         pending.add(by_id[int(row[13])], int(row[14]))
@@ -645,7 +646,7 @@ def _roll_up_coarse(conn: sqlite3.Connection, pending: _Pending, complete_by: in
                 parts = fetched.get((sid, p))
                 if parts:
                     out.append(_merge_rows(pending.infos[sid], period_type, p, parts))
-        conn.executemany(_UPSERT, out)
+        execute_rows(conn, _UPSERT, out)
         written += len(out)
     return written
 

@@ -44,11 +44,12 @@ from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import EventRow, event_to_row
 from tachimeter.model.timestamps import UTC, format_timestamp, utc_now
 from tachimeter.store.backend import DecodedEvents, QueryParams, WriteResult, decode_rows
+from tachimeter.store.bulk import execute_rows
 from tachimeter.store.migrations import Migration, all_migrations
 from tachimeter.store.migrator import MigrationState, Migrator
 from tachimeter.store.projection import Projection, discard_caches
 
-__all__ = ["SQLiteStore"]
+__all__ = ["EncodedBatch", "SQLiteStore"]
 
 _log = logging.getLogger("tachimeter.store")
 
@@ -71,6 +72,8 @@ _IDLE_READERS: Final = 4
 # events all over their range; 32 MB keeps their hot pages cached for millions of rows
 # instead of SQLite's default 2 MB.
 _WRITER_CACHE_KIB: Final = 32 * 1024
+# Prepared statements the writer keeps (sqlite3's default is 128).
+_WRITER_STATEMENTS: Final = 512
 # Hints for the SQLite errors a write can meet, by the start of their extended error name.
 _HINTS: Final = (
     (
@@ -283,6 +286,24 @@ class _RowEncoder:
         return prepared, rejected
 
 
+class EncodedBatch:
+    """Events encoded as ``analytics_events`` rows by :meth:`SQLiteStore.encode_batch`:
+    ``rows`` of (event, row, insert values), ids unique; the ``duplicates`` dropped and
+    events ``rejected`` while encoding."""
+
+    __slots__ = ("duplicates", "rejected", "rows")
+
+    def __init__(
+        self,
+        rows: list[tuple[AnalyticsEvent, EventRow, tuple[Any, ...]]],
+        duplicates: int,
+        rejected: int,
+    ) -> None:
+        self.rows = rows
+        self.duplicates = duplicates
+        self.rejected = rejected
+
+
 class SQLiteStore:
     """The embedded event store: a SQLite file with spec 355's schema and our migrations.
 
@@ -382,6 +403,8 @@ class SQLiteStore:
                 isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
                 check_same_thread=False,  # used under self._lock, by one thread at a time
                 timeout=settings.busy_timeout_ms / 1000,
+                # Every projection's statements, in the few sizes execute_rows uses.
+                cached_statements=_WRITER_STATEMENTS,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {self._where!r}: {exc}; {_hint(exc)}") from exc
@@ -497,13 +520,45 @@ class SQLiteStore:
         """
         if not events:
             return WriteResult(inserted=0, duplicates=0)
+        return self.write_encoded([self.encode_batch(events)], projections=projections)
+
+    def encode_batch(self, events: Sequence[AnalyticsEvent]) -> EncodedBatch:
+        """The events as rows, ready for :meth:`write_encoded`; any thread may call it.
+
+        The ``StoreSink`` encodes each batch on its delivery thread, so the writer only
+        writes. Events repeated within ``events`` are counted and dropped here; events
+        whose data does not serialize are logged and counted as rejected.
+        """
         by_id: dict[str, AnalyticsEvent] = {}
         for event_id, event in zip(self._encoder.ids(events), events, strict=True):
             by_id.setdefault(event_id, event)
-        duplicates = len(events) - len(by_id)
-        prepared, rejected = self._encoder.encode_batch(
+        rows, rejected = self._encoder.encode_batch(
             list(by_id.values()), list(by_id), format_timestamp(utc_now())
         )
+        return EncodedBatch(rows, len(events) - len(by_id), rejected)
+
+    def write_encoded(
+        self,
+        batches: Sequence[EncodedBatch],
+        *,
+        projections: Sequence[Projection] = (),
+    ) -> WriteResult:
+        """Store encoded batches in one transaction, as :meth:`write_batch` does."""
+        duplicates = sum(b.duplicates for b in batches)
+        rejected = sum(b.rejected for b in batches)
+        if len(batches) == 1:
+            prepared = batches[0].rows
+        else:  # an id in two batches of the group is stored once
+            seen: set[str] = set()
+            prepared = []
+            for batch in batches:
+                for item in batch.rows:
+                    if item[1].id in seen:
+                        duplicates += 1
+                    else:
+                        seen.add(item[1].id)
+                        prepared.append(item)
+        events_given = len(prepared) + duplicates + rejected
         with self._lock:
             conn = self._writer()
             try:
@@ -512,7 +567,7 @@ class SQLiteStore:
                 if existing:
                     duplicates += len(existing)
                     prepared = [p for p in prepared if p[1].id not in existing]
-                conn.executemany(_INSERT, [values for _, _, values in prepared])
+                execute_rows(conn, _INSERT, [values for _, _, values in prepared])
                 if projections and prepared:
                     new_events = [event for event, _, _ in prepared]
                     new_rows = [row for _, row, _ in prepared]
@@ -524,7 +579,8 @@ class SQLiteStore:
                 discard_caches(projections)
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(
-                        f"cannot write {len(events)} events to {self._where!r}: {exc}; {_hint(exc)}"
+                        f"cannot write {events_given} events to {self._where!r}: {exc}; "
+                        f"{_hint(exc)}"
                     ) from exc
                 raise
         return WriteResult(inserted=len(prepared), duplicates=duplicates, rejected=rejected)

@@ -65,6 +65,7 @@ from tachimeter.errors import QueryError
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import EventRow
 from tachimeter.model.timestamps import format_timestamp
+from tachimeter.store.bulk import execute_rows
 from tachimeter.store.projection import Projection, RowCache
 
 __all__ = [
@@ -714,7 +715,7 @@ class DailyEventRollup:
         for r in rows:
             key = (r.event_name, r.timestamp[:10], r.user_id or "")
             counts[key] = get(key, 0) + 1
-        conn.executemany(self._UPSERT, [(*key, n) for key, n in counts.items()])
+        execute_rows(conn, self._UPSERT, sorted((*key, n) for key, n in counts.items()))
         per_day: dict[tuple[str, str], int] = {}
         firsts: dict[tuple[str, str], str] = {}
         for (name, date, user_id), n in counts.items():
@@ -725,7 +726,7 @@ class DailyEventRollup:
                 held = firsts.get(first_key)
                 if held is None or date < held:
                     firsts[first_key] = date
-        conn.executemany(self._UPSERT_COUNT, [(*key, n) for key, n in per_day.items()])
+        execute_rows(conn, self._UPSERT_COUNT, sorted((*key, n) for key, n in per_day.items()))
         cache = self._firsts
         cache.check(conn)
         changed: list[tuple[str, str, str]] = []
@@ -734,7 +735,7 @@ class DailyEventRollup:
             if known is None or date < known:
                 changed.append((*pair, date))
                 cache.put(pair, date if known is None else min(known, date))
-        conn.executemany(self._UPSERT_FIRST, changed)
+        execute_rows(conn, self._UPSERT_FIRST, sorted(changed))
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recount from ``analytics_events``."""
@@ -947,7 +948,7 @@ class UserActivity:
             ):
                 missing[(user_id, date)].merge_stored(stored, spans.get((user_id, date), ()))
         keys = sorted(days)
-        conn.executemany(self._UPSERT, [days[k].row(*k) for k in keys])
+        execute_rows(conn, self._UPSERT, [days[k].row(*k) for k in keys])
         given_spans: list[tuple[Any, ...]] = []
         resegmented: list[tuple[str, str]] = []
         for key in keys:
@@ -959,13 +960,14 @@ class UserActivity:
                     first, last = day.given[session_id]
                     given_spans.append((*key, session_id, first, last))
             cache.put(key, day)
-        conn.executemany(self._UPSERT_SPAN, given_spans)
+        execute_rows(conn, self._UPSERT_SPAN, sorted(given_spans))
         if resegmented:
             conn.executemany(
                 "DELETE FROM user_activity_spans WHERE user_id = ? AND date = ? AND kind = 1",
                 resegmented,
             )
-            conn.executemany(
+            execute_rows(
+                conn,
                 self._INSERT_SPAN,
                 [s for k in resegmented for s in days[k].spans(*k) if s[2] == 1],
             )
@@ -1143,7 +1145,7 @@ class FeatureUsage:
     def _write(
         self, conn: sqlite3.Connection, parts: dict[tuple[str, str, str], list[int]]
     ) -> None:
-        conn.executemany(self._UPSERT_USER, [(*key, *v) for key, v in parts.items()])
+        execute_rows(conn, self._UPSERT_USER, sorted((*key, *v) for key, v in parts.items()))
         days = sorted({(feature, date) for feature, date, _ in parts})
         conn.executemany(
             self._SUMMARIZE,
@@ -1172,10 +1174,11 @@ class FeatureUsage:
                 # Read before this batch's parts are written (a miss: once per day).
                 day = cache.get(key)
                 touched[key] = day if day is not None else _FeatureDay.load(conn, *key)
-        conn.executemany(self._UPSERT_USER, [(*key, *v) for key, v in parts.items()])
+        execute_rows(conn, self._UPSERT_USER, sorted((*key, *v) for key, v in parts.items()))
         for (feature, date, user_id), part in parts.items():
             touched[(feature, date)].add(user_id, part)
-        conn.executemany(
+        execute_rows(
+            conn,
             self._UPSERT_DAY,
             [touched[k].row(*k) for k in sorted(touched)],
         )
@@ -1417,7 +1420,7 @@ class SessionSummaries:
                 fold.merge_stored(row, sources)
                 fold.stored_sources = sources
         ids = sorted(folds)
-        conn.executemany(self._UPSERT, [folds[i].row(i) for i in ids])
+        execute_rows(conn, self._UPSERT, [folds[i].row(i) for i in ids])
         changed: list[tuple[str, str]] = []
         cache = self._folds
         for i in ids:
@@ -1427,7 +1430,7 @@ class SessionSummaries:
                 changed.append((i, sources))
                 fold.stored_sources = sources
             cache.put(i, fold)
-        conn.executemany(self._SOURCES, changed)
+        execute_rows(conn, self._SOURCES, changed)
 
     def _merge_derived(self, conn: sqlite3.Connection, user_id: str, rows: list[EventRow]) -> None:
         """Merge a user's new session-less events with the derived sessions near them.
@@ -1474,8 +1477,8 @@ class SessionSummaries:
             self._folds.pop(session_id)  # a given id that looks derived: never cached stale
         conn.executemany("DELETE FROM analytics_sessions WHERE id = ?", gone)
         conn.executemany("DELETE FROM analytics_session_sources WHERE session_id = ?", gone)
-        conn.executemany(self._INSERT, [f.row(i) for i, f in groups])
-        conn.executemany(self._SOURCES, [(i, f.sources()) for i, f in groups])
+        execute_rows(conn, self._INSERT, [f.row(i) for i, f in groups])
+        execute_rows(conn, self._SOURCES, [(i, f.sources()) for i, f in groups])
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute every session from ``analytics_events``."""
@@ -1581,7 +1584,11 @@ class FunnelConversions:
         events: Sequence[AnalyticsEvent],
         rows: Sequence[EventRow],
     ) -> None:
-        """Recompute the entries of each funnel that the batch's users can have changed."""
+        """Recompute the entries of each funnel that the batch's users can have changed.
+
+        Three statements per funnel whatever the number of users: delete the entries of
+        every affected range, read the events of every range, insert the new entries.
+        """
         funnels = self._funnels(conn)
         if not funnels:
             return
@@ -1592,21 +1599,29 @@ class FunnelConversions:
                     matcher.names is None or r.event_name in matcher.names
                 ):
                     stamps[r.user_id].append(_to_us(r.timestamp))
-            for user_id in sorted(stamps):
-                for lo, hi in _affected_entries(stamps[user_id], matcher.window_us):
-                    first, last = _from_us(lo), _from_us(hi)
-                    conn.execute(
-                        "DELETE FROM funnel_conversions WHERE funnel_id = ? AND user_id = ? "
-                        "AND started_at >= ? AND started_at <= ?",
-                        (funnel_id, user_id, first, last),
-                    )
-                    found = _user_events(
-                        conn, matcher, user_id, first, _from_us(hi + matcher.window_us)
-                    )
-                    attempts = matcher.attempts(user_id, found, first, _from_us(hi + 1))
-                    conn.executemany(
-                        self._INSERT, self.rows_of(funnel_id, matcher.n_steps, attempts)
-                    )
+            # Per range: user, first and last entry time, end of the last entry's window,
+            # the first instant after the last entry.
+            ranges = [
+                (
+                    user_id,
+                    _from_us(lo),
+                    _from_us(hi),
+                    _from_us(hi + matcher.window_us),
+                    _from_us(hi + 1),
+                )
+                for user_id in sorted(stamps)
+                for lo, hi in _affected_entries(stamps[user_id], matcher.window_us)
+            ]
+            if not ranges:
+                continue
+            spec = _json_encode(ranges).decode()
+            conn.execute(_DELETE_RANGES, (funnel_id, spec))
+            found = _range_events(conn, matcher, spec, len(ranges))
+            out: list[tuple[Any, ...]] = []
+            for (user_id, first, _, _, until), events_of in zip(ranges, found, strict=True):
+                attempts = matcher.attempts(user_id, events_of, first, until)
+                out.extend(self.rows_of(funnel_id, matcher.n_steps, attempts))
+            execute_rows(conn, self._INSERT, out)
 
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Recompute every funnel's entries from ``analytics_events``."""
@@ -1632,19 +1647,41 @@ def _affected_entries(stamps: list[int], window_us: int) -> list[tuple[int, int]
     return out
 
 
-def _user_events(
-    conn: sqlite3.Connection, matcher: FunnelMatcher, user_id: str, start: str, end: str
-) -> list[_FunnelEvent]:
-    """A user's events with ``start <= timestamp <= end`` that can matter to the funnel."""
-    sql = (
-        "SELECT timestamp, id, event_name, properties, session_id FROM analytics_events "
-        "WHERE user_id = ? AND timestamp >= ? AND timestamp <= ?"
-    )
-    params: list[Any] = [user_id, start, end]
+# The ranges are a JSON array of [user_id, first, last, window_end, ...]; json_each drives
+# the join so each range is one probe of the (funnel_id, user_id, started_at) and
+# (user_id, timestamp) indexes.
+_DELETE_RANGES: Final = (
+    "DELETE FROM funnel_conversions WHERE rowid IN (SELECT c.rowid FROM json_each(?2) AS r "
+    "CROSS JOIN funnel_conversions AS c WHERE c.funnel_id = ?1 "
+    "AND c.user_id = json_extract(r.value, '$[0]') "
+    "AND c.started_at >= json_extract(r.value, '$[1]') "
+    "AND c.started_at <= json_extract(r.value, '$[2]'))"
+)
+_RANGE_EVENTS: Final = (
+    "SELECT r.key, e.timestamp, e.id, e.event_name, e.properties, e.session_id "
+    "FROM json_each(?) AS r CROSS JOIN analytics_events AS e "
+    "WHERE e.user_id = json_extract(r.value, '$[0]') "
+    "AND e.timestamp >= json_extract(r.value, '$[1]') "
+    "AND e.timestamp <= json_extract(r.value, '$[3]')"
+)
+
+
+def _range_events(
+    conn: sqlite3.Connection, matcher: FunnelMatcher, spec: str, count: int
+) -> list[list[_FunnelEvent]]:
+    """Per range of ``spec``: its user's events from its first entry time to the end of
+    its last entry's window that can matter to the funnel, sorted by (timestamp, id)."""
+    sql = _RANGE_EVENTS
+    params: list[Any] = [spec]
     if matcher.names is not None:
-        sql += f" AND event_name IN ({', '.join('?' * len(matcher.names))})"
+        sql += f" AND e.event_name IN ({', '.join('?' * len(matcher.names))})"
         params.extend(sorted(matcher.names))
-    return conn.execute(sql + " ORDER BY timestamp, id", params).fetchall()
+    found: list[list[_FunnelEvent]] = [[] for _ in range(count)]
+    for key, *event in conn.execute(sql, params).fetchall():
+        found[key].append(tuple(event))
+    for events in found:
+        events.sort()
+    return found
 
 
 def iter_user_events(

@@ -51,6 +51,7 @@ from tachimeter.model.data import BusinessEventData, BusinessMetricType, Perform
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import EventRow, MetricPoint, MetricType, row_to_event
 from tachimeter.model.timestamps import format_timestamp, from_ns, to_ns
+from tachimeter.store.bulk import execute_rows
 from tachimeter.store.chunks import DEFAULT_LEVEL, SeriesArrays, decode_chunk, encode_chunk
 
 if TYPE_CHECKING:
@@ -245,10 +246,10 @@ def write_rows(
         return
     delta = set(delta_series)
     if delta:
-        conn.executemany(_INSERT_ADD, [r for r in rows if r[0] in delta])
-        conn.executemany(_INSERT_REPLACE, [r for r in rows if r[0] not in delta])
+        execute_rows(conn, _INSERT_ADD, [r for r in rows if r[0] in delta])
+        execute_rows(conn, _INSERT_REPLACE, [r for r in rows if r[0] not in delta])
     else:
-        conn.executemany(_INSERT_REPLACE, rows)
+        execute_rows(conn, _INSERT_REPLACE, rows)
     mark = conn.execute(
         "SELECT complete_until FROM metric_rollup_state WHERE period_type = 'hourly'"
     ).fetchone()
