@@ -290,3 +290,39 @@ def test_a_forked_child_gets_its_own_writer(store: SQLiteStore) -> None:
     sink.flush()
     assert store.event_count() == 300
     assert store.check_integrity() == "ok"
+
+
+def test_encoded_batches_sharing_ids_in_one_transaction_store_each_event_once(
+    store: SQLiteStore,
+) -> None:
+    events = seeded_events(300, seed=21)
+    projection = RecordingProjection()
+    first, second = store.encode_batch(events[:200]), store.encode_batch(events[100:] * 2)
+    assert second.duplicates == 200  # repeated within the batch: dropped while encoding
+    result = store.write_encoded([first, second], projections=[projection])
+    assert (result.inserted, result.duplicates, result.rejected) == (300, 300, 0)
+    assert sorted(projection.seen) == sorted(str(e.id) for e in events)
+    assert store.event_count() == 300
+
+
+def test_a_batch_the_delivery_thread_cannot_encode_is_written_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    class FlakyEncoder(SQLiteStore):
+        failures = 1
+
+        def encode_batch(self, events: Sequence[AnalyticsEvent]) -> Any:
+            if FlakyEncoder.failures:
+                FlakyEncoder.failures -= 1
+                raise RuntimeError("encoder down")
+            return super().encode_batch(events)
+
+    with FlakyEncoder(tmp_path / "flaky.db") as store:
+        sink = StoreSink(store)
+        for batch in batches(seeded_events(250, seed=22), 100):
+            sink.process(batch)
+        sink.flush()
+        assert store.event_count() == 250
+        assert sink.stats()["inserted"] == 250
+        assert FlakyEncoder.failures == 0
+        sink.close()

@@ -30,16 +30,17 @@ from tachimeter.errors import StoreError
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.store.backend import WriteResult
 from tachimeter.store.projection import Projection
-from tachimeter.store.sqlite import SQLiteStore
+from tachimeter.store.sqlite import EncodedBatch, SQLiteStore
 
 __all__ = ["IngestWriter", "WriterBusy"]
 
 _log = logging.getLogger("tachimeter.server")
 _T = TypeVar("_T")
 
-# Events per transaction at most: past about 1 000 a commit's cost is amortized
-# (bench/store.py); 5 000 keeps the write lock short for the CLI and retention.
-DEFAULT_TRANSACTION_EVENTS: Final = 5_000
+# Events per transaction at most: bigger groups cost less per event (each touched page
+# is written once per transaction; see store/sink.py), and 10 000 events, about half a
+# second of writing, keep the write lock short for the CLI and retention.
+DEFAULT_TRANSACTION_EVENTS: Final = 10_000
 # Events accepted and not yet committed before new requests get 503 + Retry-After: about
 # two seconds of writing, 50 MB of event objects at most.
 DEFAULT_PENDING_EVENTS: Final = 20_000
@@ -50,10 +51,11 @@ class WriterBusy(StoreError):
 
 
 class _Job:
-    __slots__ = ("events", "future")
+    __slots__ = ("encoded", "events", "future")
 
-    def __init__(self, events: Sequence[AnalyticsEvent]) -> None:
+    def __init__(self, events: Sequence[AnalyticsEvent], encoded: EncodedBatch | None) -> None:
         self.events = events
+        self.encoded = encoded
         self.future: concurrent.futures.Future[WriteResult | None] = concurrent.futures.Future()
 
 
@@ -144,17 +146,28 @@ class IngestWriter:
         """True while the writer thread runs and accepts work."""
         return self._thread.is_alive() and not self._closing
 
+    def encode(self, events: Sequence[AnalyticsEvent]) -> EncodedBatch | None:
+        """The events as rows for :meth:`submit`, encoded on the calling thread (a request's
+        decode thread) rather than the writer's; None if they cannot be, and the writer
+        encodes them and reports what is wrong."""
+        try:
+            return self._store.encode_batch(events)
+        except Exception:  # the writer's write_batch raises it with the request's context
+            return None
+
     def submit(
-        self, events: Sequence[AnalyticsEvent]
+        self, events: Sequence[AnalyticsEvent], *, encoded: EncodedBatch | None = None
     ) -> concurrent.futures.Future[WriteResult | None]:
         """Queue events for the next transaction; the future completes when committed.
+
+        ``encoded``: the same events from :meth:`encode`, so the writer only writes.
 
         Its result is the store's count of new and duplicate events, or None when the
         request was committed in a group whose duplicates cannot be attributed to it.
 
         Raises :class:`WriterBusy` when too much is pending, :class:`StoreError` after close.
         """
-        job = _Job(events)
+        job = _Job(events, encoded)
         with self._cond:
             if self._closing:
                 raise StoreError("the server is shutting down; retry against the new process")
@@ -293,7 +306,11 @@ class IngestWriter:
             group[0].events if len(group) == 1 else [e for job in group for e in job.events]
         )
         try:
-            result = self._store.write_batch(events, projections=self._projections)
+            encoded = [job.encoded for job in group if job.encoded is not None]
+            if len(encoded) == len(group):
+                result = self._store.write_encoded(encoded, projections=self._projections)
+            else:
+                result = self._store.write_batch(events, projections=self._projections)
         except Exception as exc:  # the writer thread must survive anything
             if len(group) > 1:
                 for job in group:  # find the failing request; the others are stored

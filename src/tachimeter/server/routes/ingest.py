@@ -18,6 +18,7 @@ from tachimeter.server.ingest import DecodedBatch, FieldError, Problem
 from tachimeter.server.problems import ProblemDetails
 from tachimeter.server.state import principal_of, server_state
 from tachimeter.server.writer import WriterBusy
+from tachimeter.store.sqlite import EncodedBatch
 
 __all__ = ["IngestAck", "ingest_events"]
 
@@ -194,6 +195,7 @@ async def ingest_events(
     allow_partial = state.settings.partial_batches if partial is None else partial
     headers = request.headers
     try:
+        encoded: EncodedBatch | None = None
         if len(body) <= _INLINE_BODY_BYTES:
             decoded = state.decoder.decode(
                 body,
@@ -202,7 +204,7 @@ async def ingest_events(
                 partial=allow_partial,
             )
         else:
-            decoded = await anyio.to_thread.run_sync(
+            decoded, encoded = await anyio.to_thread.run_sync(
                 _decode,
                 state,
                 body,
@@ -218,7 +220,7 @@ async def ingest_events(
     duplicates: int | None = 0
     if decoded.events:
         try:
-            future = state.writer.submit(decoded.events)
+            future = state.writer.submit(decoded.events, encoded=encoded)
         except WriterBusy as exc:
             raise Problem(
                 503, "service unavailable", str(exc), headers={"Retry-After": "1"}
@@ -254,6 +256,9 @@ async def ingest_events(
 
 def _decode(
     state: Any, body: bytes, content_type: str | None, encoding: str | None, partial: bool
-) -> DecodedBatch:
+) -> tuple[DecodedBatch, EncodedBatch | None]:
+    """Decode a large body and encode its events as rows, off the event loop and off the
+    writer thread (which then only writes)."""
     decoded: DecodedBatch = state.decoder.decode(body, content_type, encoding, partial=partial)
-    return decoded
+    encoded = state.writer.encode(decoded.events) if decoded.events else None
+    return decoded, encoded
