@@ -216,3 +216,63 @@ def test_queue_capacity_changes_at_runtime(collectors: Any) -> None:
     stats = shrunk.stats()
     assert stats.events_pending == 4 and stats.events_dropped == 2
     assert stats.queue_high_water == 4 and stats.balanced()
+
+
+class _GatedSink:
+    """Holds its first batch until ``gate`` is set: one long write, then quick ones."""
+
+    def __init__(self) -> None:
+        self.name = "gated"
+        self.gate = threading.Event()
+        self.events = 0
+
+    def process(self, batch: Any) -> None:
+        self.gate.wait(30)
+        self.events += len(batch.events)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_under_block_a_slow_sink_is_waited_for_up_to_block_timeout(
+    collectors: Any, monkeypatch: Any
+) -> None:
+    # The first batch takes longer than the stall wait (a store writing a big
+    # transaction) while the inbox (64 batches) is full: under block, the worker keeps
+    # waiting, as the caller would, instead of dropping batches.
+    monkeypatch.setattr("tachimeter.collect.collector._SINK_WAIT_SECONDS", 0.05)
+    sink = _GatedSink()
+    config = make_config(
+        **{
+            "collection.buffer_size": 1,
+            "collection.backpressure": "block",
+            "collection.block_timeout": 30.0,
+        }
+    )
+    collector = collectors(config, sinks=[sink])
+    for i in range(80):
+        collector.track("feature_used", {"i": i})
+    threading.Timer(0.3, sink.gate.set).start()
+    assert collector.flush(timeout=30)
+    assert sink.events == 80
+    assert collector.stats().flush_errors == 0
+
+
+def test_without_block_a_sink_stuck_past_the_wait_is_stalled_and_counted(
+    collectors: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("tachimeter.collect.collector._SINK_WAIT_SECONDS", 0.05)
+    sink = _GatedSink()
+    config = make_config(
+        **{"collection.buffer_size": 1, "collection.backpressure": "drop_lowest_priority"}
+    )
+    collector = collectors(config, sinks=[sink])
+    for i in range(80):
+        collector.track("feature_used", {"i": i})
+    assert wait_for(lambda: collector.stats().flush_errors > 0)
+    sink.gate.set()
+    assert not collector.flush(timeout=30)  # dropped batches are never acknowledged
+    assert sink.events < 80

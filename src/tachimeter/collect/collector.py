@@ -115,7 +115,9 @@ _WORKER_CHUNK: Final = 2_000
 # Batches waiting for one sink; when full the worker waits for room (back-pressure).
 _SINK_INBOX: Final = 64
 # How long the worker waits for room in a full sink inbox before calling the sink stalled
-# and dropping that sink's batches (counted in flush_errors; flush() then fails).
+# and dropping that sink's batches (counted in flush_errors; flush() then fails). Under
+# the ``block`` policy it waits up to ``block_timeout`` instead, as the caller does: a
+# store writing a large transaction is slow, not stuck, and blocking was asked for.
 _SINK_WAIT_SECONDS: Final = 2.0
 # The worker re-checks its clock at least this often, so an injected clock's advance
 # (tests) or a due flush is noticed without a wake-up.
@@ -256,6 +258,7 @@ class _SinkRunner:
         "_last_log",
         "_stop",
         "_thread",
+        "_wait_seconds",
         "direct",
         "dropped_since_flush",
         "sink",
@@ -270,6 +273,11 @@ class _SinkRunner:
         self._cond = threading.Condition(threading.Lock())
         self._stop = False
         self.undelivered = 0  # events given to this sink and not yet processed by it
+        self._wait_seconds = (
+            max(_SINK_WAIT_SECONDS, collector._block_timeout)
+            if collector._policy_name == "block"
+            else _SINK_WAIT_SECONDS
+        )
         # Batches refused since the last flush (inbox full): the next flush must fail, or
         # events this sink never saw would count as acknowledged.
         self.dropped_since_flush = 0
@@ -289,7 +297,8 @@ class _SinkRunner:
         return sum(1 for item in self._inbox if isinstance(item, EventBatch))
 
     def submit(self, batch: EventBatch) -> bool:
-        """Queue a batch; when the inbox is full, wait up to _SINK_WAIT_SECONDS for room.
+        """Queue a batch; when the inbox is full, wait up to _SINK_WAIT_SECONDS for room
+        (``block_timeout`` under the ``block`` policy).
 
         Waiting passes a slow sink's back-pressure to the collector's queue, whose policy
         then drops by priority and counts it; a sink that made no progress in a whole
@@ -303,7 +312,7 @@ class _SinkRunner:
             return True
         with self._cond:
             if self._batches() >= _SINK_INBOX and not self.stalled and not self._stop:
-                deadline = time.monotonic() + _SINK_WAIT_SECONDS
+                deadline = time.monotonic() + self._wait_seconds
                 while self._batches() >= _SINK_INBOX and not self._stop:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
