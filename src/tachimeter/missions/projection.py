@@ -208,7 +208,18 @@ class _Mission:
     duration_ms)``, ``llms[seq] = (five token counts, cost)``; ``tags``: those known to
     be in ``mission_tags``."""
 
-    __slots__ = ("key", "llms", "new", "row", "steps", "tags", "tools")
+    __slots__ = (
+        "_llm_acc",
+        "_step_acc",
+        "_tool_acc",
+        "key",
+        "llms",
+        "new",
+        "row",
+        "steps",
+        "tags",
+        "tools",
+    )
 
     def __init__(self, key: int, row: dict[str, Any], *, new: bool) -> None:
         self.key = key
@@ -218,49 +229,129 @@ class _Mission:
         self.tools: dict[int, tuple[str, int, float]] = {}
         self.llms: dict[int, tuple[Any, ...]] = {}
         self.tags: set[str] = set()
+        # Running totals of the child rows counted so far, so a long mission's batch
+        # costs its new rows, not all of them. Sums of floats are added in seq order
+        # (as a rebuild adds them): a row older than the last one counted restarts them.
+        self._step_acc: _StepTotals | None = None
+        self._tool_acc: _ToolTotals | None = None
+        self._llm_acc: _LlmTotals | None = None
 
-    def count_steps(self) -> None:
-        """step_count (highest index + 1), distinct steps that succeeded, failures."""
-        steps = self.steps.values()
+    def count_steps(self, new: Sequence[int]) -> None:
+        """step_count (highest index + 1), distinct steps that succeeded, failures;
+        ``new``: the seqs of the steps added since the last count."""
+        acc = self._step_acc
+        if acc is None:
+            acc = self._step_acc = _StepTotals()
+            new = list(self.steps)
+        for seq in new:
+            index, ok = self.steps[seq]
+            acc.add(index, ok)
         row = self.row
-        row["step_count"] = max(index for index, _ in steps) + 1
-        row["steps_completed"] = len({index for index, ok in steps if ok})
-        row["steps_failed"] = sum(1 for _, ok in steps if not ok)
+        row["step_count"] = acc.highest + 1
+        row["steps_completed"] = len(acc.succeeded)
+        row["steps_failed"] = acc.failed
 
-    def count_tools(self) -> None:
-        """Calls, failures, total time (summed in seq order, as any rebuild does), tools."""
-        tools = self.tools
+    def count_tools(self, new: Sequence[int]) -> None:
+        """Calls, failures, total time (summed in seq order, as any rebuild does), tools;
+        ``new``: the seqs of the calls added since the last count."""
+        acc = self._tool_acc
+        if acc is None or min(new) <= acc.last_seq:
+            acc = self._tool_acc = _ToolTotals()
+            new = list(self.tools)
+        for seq in sorted(new):
+            acc.add(seq, *self.tools[seq])
         row = self.row
-        row["tool_calls"] = len(tools)
-        row["tool_failures"] = sum(1 for _, ok, _ in tools.values() if not ok)
-        row["tool_time_ms"] = sum((tools[seq][2] for seq in sorted(tools)), 0.0)
-        row["distinct_tools"] = len({name for name, _, _ in tools.values()})
+        row["tool_calls"] = len(self.tools)
+        row["tool_failures"] = acc.failures
+        row["tool_time_ms"] = acc.time_ms
+        row["distinct_tools"] = len(acc.per_tool)
 
     def tool_usage(self, tool: str) -> tuple[str, int, int, int, float]:
-        """The ``mission_tool_usage`` row of one of its tools."""
-        calls = [self.tools[seq] for seq in sorted(self.tools) if self.tools[seq][0] == tool]
-        return (
-            tool,
-            self.key,
-            len(calls),
-            sum(1 for _, ok, _ in calls if not ok),
-            sum((ms for _, _, ms in calls), 0.0),
-        )
+        """The ``mission_tool_usage`` row of one of its tools (after ``count_tools``)."""
+        assert self._tool_acc is not None
+        calls, failures, ms = self._tool_acc.per_tool[tool]
+        return (tool, self.key, calls, failures, ms)
 
-    def count_llm_calls(self) -> None:
-        """Calls, the five token sums, total tokens, cost (seq order), unpriced calls."""
-        calls = [self.llms[seq] for seq in sorted(self.llms)]
+    def count_llm_calls(self, new: Sequence[int]) -> None:
+        """Calls, the five token sums, total tokens, cost (seq order), unpriced calls;
+        ``new``: the seqs of the calls added since the last count."""
+        acc = self._llm_acc
+        if acc is None or min(new) <= acc.last_seq:
+            acc = self._llm_acc = _LlmTotals()
+            new = list(self.llms)
+        for seq in sorted(new):
+            acc.add(seq, self.llms[seq])
         row = self.row
-        sums = [sum(call[i] for call in calls) for i in range(5)]
-        row["llm_calls"] = len(calls)
+        sums = acc.tokens
+        row["llm_calls"] = len(self.llms)
         row["input_tokens"] = sums[0]
         row["output_tokens"] = sums[1]
         row["cache_read_tokens"] = sums[2]
         row["cache_creation_tokens"] = sums[3]
         row["reasoning_tokens"] = sums[4]
         row["total_tokens"] = sums[0] + sums[1]
-        row["total_cost"] = sum((c[5] for c in calls if c[5] is not None), 0.0)
-        row["unpriced_llm_calls"] = sum(1 for c in calls if c[5] is None)
+        row["total_cost"] = acc.cost
+        row["unpriced_llm_calls"] = acc.unpriced
+
+
+class _StepTotals:
+    __slots__ = ("failed", "highest", "succeeded")
+
+    def __init__(self) -> None:
+        self.highest = -1
+        self.succeeded: set[int] = set()
+        self.failed = 0
+
+    def add(self, index: int, ok: int) -> None:
+        if index > self.highest:
+            self.highest = index
+        if ok:
+            self.succeeded.add(index)
+        else:
+            self.failed += 1
+
+
+class _ToolTotals:
+    __slots__ = ("failures", "last_seq", "per_tool", "time_ms")
+
+    def __init__(self) -> None:
+        self.last_seq = -1
+        self.failures = 0
+        self.time_ms = 0.0
+        # tool name -> [calls, failures, total ms]
+        self.per_tool: dict[str, list[Any]] = {}
+
+    def add(self, seq: int, name: str, ok: int, ms: float) -> None:
+        self.last_seq = seq
+        self.time_ms += ms
+        usage = self.per_tool.get(name)
+        if usage is None:
+            usage = self.per_tool[name] = [0, 0, 0.0]
+        usage[0] += 1
+        usage[2] += ms
+        if not ok:
+            self.failures += 1
+            usage[1] += 1
+
+
+class _LlmTotals:
+    __slots__ = ("cost", "last_seq", "tokens", "unpriced")
+
+    def __init__(self) -> None:
+        self.last_seq = -1
+        self.tokens = [0, 0, 0, 0, 0]
+        self.cost = 0.0
+        self.unpriced = 0
+
+    def add(self, seq: int, call: tuple[Any, ...]) -> None:
+        self.last_seq = seq
+        tokens = self.tokens
+        for i in range(5):
+            tokens[i] += call[i]
+        if call[5] is None:
+            self.unpriced += 1
+        else:
+            self.cost += call[5]
 
 
 class MissionProjection:
@@ -385,6 +476,7 @@ class MissionProjection:
             real: _StatusFact | None = None
             inferred: _StatusFact | None = None
             step_rows = len(steps)
+            tool_rows = len(tools)
             llm_rows = len(llms)
             used: set[str] = set()
             for name, ts, fact_session, fact_user, props in mission_facts:
@@ -451,12 +543,12 @@ class MissionProjection:
             if inferred is not None:
                 _fold_status(row, inferred, paused_so_far, inferred=True)
             if len(steps) > step_rows:
-                mission.count_steps()
+                mission.count_steps([r[1] for r in steps[step_rows:]])
             if used:
-                mission.count_tools()
+                mission.count_tools([r[1] for r in tools[tool_rows:]])
                 usage.extend(mission.tool_usage(tool) for tool in sorted(used))
             if len(llms) > llm_rows:
-                mission.count_llm_calls()
+                mission.count_llm_calls([r[1] for r in llms[llm_rows:]])
             if before is None:
                 inserts.append((key, mission_id, *[row[c] for c in _COLUMNS]))
                 mission.new = False
