@@ -20,6 +20,11 @@ round), into their own files; the sink's collector keeps running across chunks. 
 other processes on a shared machine then hits both alike. Reported: events/s overall and
 over the last 10 % (indexes grow, late rows cost more), database bytes per event.
 
+``store_with_projections``, also over the whole stream: the same projections and
+transaction size as the sink's, through ``SQLiteStore.write_batch`` on the caller's
+thread, with no collector threads beside it: the store's own cost, so the headline's gap
+to it is what the collector's threads cost the writer (they share one GIL).
+
 Secondary rows, at most 200 000 events, interleaved in the same rounds and compared with
 a raw run of their own size: the sink without projections, the sink committing every
 batch (what grouping buys) and ``SQLiteStore.write_batch`` called directly (the store's
@@ -411,21 +416,35 @@ def source_event(s: Source, metadata: EventMetadata) -> AnalyticsEvent:
 
 
 class DirectRun(_Run):
-    """``SQLiteStore.write_batch`` called directly, 1 000 events a call: the store's own
-    cost (row encoding, de-duplication) without the collector's."""
+    """``SQLiteStore.write_batch`` called directly, ``per_call`` events a call: the
+    store's own cost (row encoding, de-duplication, the projections given) without the
+    collector's threads beside it."""
 
-    def __init__(self, path: Path, source: list[Source]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        source: list[Source],
+        projections: list[Projection] | None = None,
+        per_call: int = RAW_TRANSACTION_ROWS,
+    ) -> None:
         super().__init__(path, source)
         self.store = SQLiteStore(path, bench_config(path, BUFFER_SIZE))
         self.metadata = EventMetadata.from_environment()
+        self.projections = projections or []
+        self.per_call = per_call
+        if self.projections:
+            ta.define_funnel(self.store, FUNNEL)
 
     def step(self, count: int) -> None:
         """Build the next ``count`` events and write them."""
         metadata, write_batch = self.metadata, self.store.write_batch
         started = time.perf_counter()
         chunk = self.source[self.done : self.done + count]
-        for at in range(0, len(chunk), RAW_TRANSACTION_ROWS):
-            write_batch([source_event(s, metadata) for s in chunk[at : at + RAW_TRANSACTION_ROWS]])
+        for at in range(0, len(chunk), self.per_call):
+            write_batch(
+                [source_event(s, metadata) for s in chunk[at : at + self.per_call]],
+                projections=self.projections,
+            )
         self._checkpoint(count, started)
 
     def finish(self) -> Ingest:
@@ -474,6 +493,14 @@ def main() -> None:
         plan: dict[str, Run] = {
             "raw": RawRun(workdir / "raw.db", stream),
             "sink_with_projections": SinkRun(workdir / "sink.db", stream, projections),
+            # The sink's transactions and projections without the collector's threads:
+            # what the store costs alone, against what the headline's sink costs.
+            "store_with_projections": DirectRun(
+                workdir / "direct.db",
+                stream,
+                default_projections(),
+                per_call=DEFAULT_TRANSACTION_EVENTS,
+            ),
             "side_raw": RawRun(workdir / "side_raw.db", head),
             "side_sink_no_projections": SinkRun(workdir / "side_sink.db", head, []),
             "side_sink_commit_per_batch": SinkRun(
@@ -490,6 +517,7 @@ def main() -> None:
     raw, sink = runs["raw"], runs["sink_with_projections"]
     headline = {
         "ratio": _ratio(sink, raw),
+        "store_alone_ratio": _ratio(runs["store_with_projections"], raw),
         "ratio_over_first_side_events": round(sink.rate_at(side) / raw.rate_at(side), 3),
         "goal_ratio": GOAL_RATIO,
     }
