@@ -177,3 +177,24 @@ def test_events_without_a_session_are_stored_without_one(server: ServerProcess) 
     assert server.post_json("/v1/events", [event]).status == 200
     (found,) = _search(server, "event=sessionless")
     assert found["session_id"] is None
+
+
+def test_a_large_batch_encoded_off_the_writer_is_stored_once_and_sanitized(
+    server: ServerProcess,
+) -> None:
+    # Past 64 KiB a body is decoded, and its rows encoded, on a worker thread; the writer
+    # only writes them. A repeat of the same events is counted as duplicates.
+    events = wire_events(
+        600, "large_batch_event", api_key="sk-proj-abcdefghijklmnop1234", note="x" * 120
+    )
+    body = json.dumps({"events": events}).encode()
+    assert len(body) > 64 * 1024
+    first = server.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+    assert first.status == 200, first.body
+    assert first.json()["accepted"] == 600 and first.json()["duplicates"] == 0
+    again = server.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+    assert again.status == 200 and again.json()["duplicates"] == 600
+    assert {e["id"] for e in events} <= stored_ids(server.db)
+    found = _search(server, "event=large_batch_event&limit=1000")
+    assert len(found) == 600
+    assert all(e["properties"]["api_key"] == "[REDACTED]" for e in found)
