@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -254,12 +254,7 @@ class _Mission:
     def count_tools(self, new: Sequence[int]) -> None:
         """Calls, failures, total time (summed in seq order, as any rebuild does), tools;
         ``new``: the seqs of the calls added since the last count."""
-        acc = self._tool_acc
-        if acc is None or min(new) <= acc.last_seq:
-            acc = self._tool_acc = _ToolTotals()
-            new = list(self.tools)
-        for seq in sorted(new):
-            acc.add(seq, *self.tools[seq])
+        acc = self._tool_acc = _in_seq_order(self._tool_acc, _ToolTotals, new, self.tools)
         row = self.row
         row["tool_calls"] = len(self.tools)
         row["tool_failures"] = acc.failures
@@ -275,12 +270,7 @@ class _Mission:
     def count_llm_calls(self, new: Sequence[int]) -> None:
         """Calls, the five token sums, total tokens, cost (seq order), unpriced calls;
         ``new``: the seqs of the calls added since the last count."""
-        acc = self._llm_acc
-        if acc is None or min(new) <= acc.last_seq:
-            acc = self._llm_acc = _LlmTotals()
-            new = list(self.llms)
-        for seq in sorted(new):
-            acc.add(seq, self.llms[seq])
+        acc = self._llm_acc = _in_seq_order(self._llm_acc, _LlmTotals, new, self.llms)
         row = self.row
         sums = acc.tokens
         row["llm_calls"] = len(self.llms)
@@ -292,6 +282,22 @@ class _Mission:
         row["total_tokens"] = sums[0] + sums[1]
         row["total_cost"] = acc.cost
         row["unpriced_llm_calls"] = acc.unpriced
+
+
+_Totals = TypeVar("_Totals", "_ToolTotals", "_LlmTotals")
+
+
+def _in_seq_order(
+    acc: _Totals | None, fresh: Callable[[], _Totals], new: Sequence[int], rows: dict[int, Any]
+) -> _Totals:
+    """``acc`` with the rows of seqs ``new`` added in seq order; recounted from every row
+    when there is no ``acc`` yet or a new row is older than the last one counted (float
+    sums must add in seq order to equal a rebuild's)."""
+    if acc is None or min(new) <= acc.last_seq:
+        acc, new = fresh(), list(rows)
+    for seq in sorted(new):
+        acc.add(seq, rows[seq])
+    return acc
 
 
 class _StepTotals:
@@ -321,7 +327,8 @@ class _ToolTotals:
         # tool name -> [calls, failures, total ms]
         self.per_tool: dict[str, list[Any]] = {}
 
-    def add(self, seq: int, name: str, ok: int, ms: float) -> None:
+    def add(self, seq: int, call: tuple[str, int, float]) -> None:
+        name, ok, ms = call
         self.last_seq = seq
         self.time_ms += ms
         usage = self.per_tool.get(name)
