@@ -4,10 +4,14 @@ The collector gives each sink its own delivery thread. This sink hands batches t
 writer thread of its own, the store's one writer, which commits whatever has arrived in
 one transaction (group commit): one batch at a time while events trickle in, many at
 once under load. Each commit writes to the WAL every page it touched in every index of
-``analytics_events``, so small transactions cost: measured with bench/store.py, the
-collector's 100-event batches committed one by one ingest at 0.58 of the rate of raw
-``executemany`` in 1 000-row transactions, grouped at 0.80 (about 1 800 events per
-transaction under load).
+``analytics_events``, so small transactions cost: measured with bench/store.py (200 000
+events, no projections), the collector's 100-event batches committed one by one ingest
+at 0.57 of the rate of raw ``executemany`` in 1 000-row transactions, grouped at 0.72
+(0.96 over the last 10 %).
+
+Each batch is turned into rows on the delivery thread that calls :meth:`process` (when
+the store can encode ahead, :class:`~tachimeter.store.backend.EncodingStore`), so the
+writer thread only writes.
 
 ``flush()`` returns once every batch given before it is committed, so the collector's
 ``flush()`` returning True means every event it covers is committed (acknowledged, as
