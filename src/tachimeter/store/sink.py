@@ -57,11 +57,12 @@ _log = logging.getLogger("tachimeter.store")
 # A failure is logged at most once per this many seconds; the rest are counted in stats().
 _LOG_EVERY_SECONDS: Final = 60.0
 # Events per transaction at most. A transaction writes each page it touched once, so
-# under load bigger groups cost less per event: measured with bench/store.py at 1M
-# events, write_batch with every projection costs 66 us an event in 2 000-event
-# transactions and 53 in 20 000-event ones. 10 000 events are about half a second of
-# writing: another writer (the CLI, retention) waits that long at most, and a group
-# ends well within the 2 s the collector waits for a sink before calling it stalled.
+# under load bigger groups cost less per event: on bench/store.py's 1M-event stream,
+# write_batch with every projection (no funnel defined) cost 66 us an event in 2 000-
+# event transactions and 53 in 20 000-event ones (two separate single-threaded runs).
+# 10 000 events are about half a second of writing: another writer (the CLI,
+# retention) waits that long at most, and a group ends well within the 2 s the
+# collector waits for a sink before calling it stalled.
 # While events trickle in, a group is whatever has arrived: one batch.
 DEFAULT_TRANSACTION_EVENTS: Final = 10_000
 # Events given to the sink and not yet committed before process() waits: two full
