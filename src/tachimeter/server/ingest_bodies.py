@@ -33,6 +33,7 @@ from tachimeter.server.ingest import (
 )
 
 __all__ = [
+    "INLINE_BODY_BYTES",
     "BodyDecoder",
     "app_singleton",
     "body_operation",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+# Ingest bodies up to this size are decoded on the event loop; larger ones on a worker
+# thread, so a 10 MB batch never stalls the stream and health checks (and so decoding
+# overlaps with SQLite writing, which releases the GIL).
+INLINE_BODY_BYTES: Final = 64 * 1024
 
 
 class BodyDecoder(Generic[_T]):

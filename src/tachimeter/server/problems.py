@@ -18,11 +18,12 @@ from typing import Any, Final
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from tachimeter.errors import QueryError, StoreError, ValidationError
 from tachimeter.server.ingest import FieldError, Problem
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "ProblemDetails", "exception_handlers"]
+__all__ = ["PROBLEM_MEDIA_TYPE", "ProblemDetails", "exception_handlers", "problem_spec"]
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 _log = logging.getLogger("tachimeter.server")
@@ -134,3 +135,14 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         StoreError: _on_store,
         Exception: _on_unexpected,
     }
+
+
+def problem_spec(description: str = "Additional response") -> ResponseSpec:
+    """The OpenAPI response of a route's error status: a problem+json body
+    (``description`` defaults to litestar's own)."""
+    return ResponseSpec(
+        data_container=ProblemDetails,
+        media_type=PROBLEM_MEDIA_TYPE,
+        description=description,
+        generate_examples=False,
+    )

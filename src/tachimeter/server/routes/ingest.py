@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import HeaderParameter, Parameter
 
 from tachimeter.errors import StoreError
 from tachimeter.server.ingest import DecodedBatch, FieldError, Problem
-from tachimeter.server.problems import ProblemDetails
+from tachimeter.server.ingest_bodies import INLINE_BODY_BYTES
+from tachimeter.server.problems import problem_spec
 from tachimeter.server.state import principal_of, server_state
 from tachimeter.server.writer import WriterBusy
 from tachimeter.store.sqlite import EncodedBatch
 
 __all__ = ["IngestAck", "ingest_events"]
-
-# Bodies up to this size are decoded on the event loop; larger ones on a worker thread,
-# so a 10 MB batch never stalls the stream and health checks (and so decoding overlaps
-# with SQLite writing, which releases the GIL).
-_INLINE_BODY_BYTES: Final = 64 * 1024
 
 
 class IngestAck(msgspec.Struct, kw_only=True):
@@ -116,11 +111,6 @@ class _IngestOperation(Operation):
         )
 
 
-_PROBLEM = ResponseSpec(
-    data_container=ProblemDetails, media_type="application/problem+json", generate_examples=False
-)
-
-
 @post(
     "/v1/events",
     opt={"scope": "ingest"},
@@ -137,32 +127,12 @@ _PROBLEM = ResponseSpec(
     tags=["ingest"],
     operation_class=_IngestOperation,
     responses={
-        400: ResponseSpec(
-            data_container=ProblemDetails,
-            media_type="application/problem+json",
-            description="Malformed body (not JSON/MessagePack, truncated, bad gzip)",
-            generate_examples=False,
-        ),
-        413: ResponseSpec(
-            data_container=ProblemDetails,
-            media_type="application/problem+json",
-            description="Body, inflated body or event count over the limit",
-            generate_examples=False,
-        ),
-        415: ResponseSpec(
-            data_container=ProblemDetails,
-            media_type="application/problem+json",
-            description="Content-Type or Content-Encoding not accepted",
-            generate_examples=False,
-        ),
-        422: ResponseSpec(
-            data_container=ProblemDetails,
-            media_type="application/problem+json",
-            description="Invalid events; errors name each bad field path",
-            generate_examples=False,
-        ),
-        429: _PROBLEM,
-        503: _PROBLEM,
+        400: problem_spec("Malformed body (not JSON/MessagePack, truncated, bad gzip)"),
+        413: problem_spec("Body, inflated body or event count over the limit"),
+        415: problem_spec("Content-Type or Content-Encoding not accepted"),
+        422: problem_spec("Invalid events; errors name each bad field path"),
+        429: problem_spec(),
+        503: problem_spec(),
     },
 )
 async def ingest_events(
@@ -196,7 +166,7 @@ async def ingest_events(
     headers = request.headers
     try:
         encoded: EncodedBatch | None = None
-        if len(body) <= _INLINE_BODY_BYTES:
+        if len(body) <= INLINE_BODY_BYTES:
             decoded = state.decoder.decode(
                 body,
                 headers.get("content-type"),

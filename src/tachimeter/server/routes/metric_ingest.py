@@ -8,13 +8,17 @@ from typing import Annotated, Any, Final
 
 import anyio.to_thread
 from litestar import Request, Response, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 
 from tachimeter.errors import StoreError
 from tachimeter.model.rows import MetricPoint
 from tachimeter.server.ingest import Problem
-from tachimeter.server.ingest_bodies import app_singleton, body_operation, server_scrubber
+from tachimeter.server.ingest_bodies import (
+    INLINE_BODY_BYTES,
+    app_singleton,
+    body_operation,
+    server_scrubber,
+)
 from tachimeter.server.ingest_metrics import (
     MetricAck,
     MetricBatch,
@@ -22,24 +26,13 @@ from tachimeter.server.ingest_metrics import (
     MetricPointDecoder,
     write_points,
 )
-from tachimeter.server.problems import ProblemDetails
+from tachimeter.server.problems import problem_spec
 from tachimeter.server.state import principal_of, server_state
 from tachimeter.server.writer import DEFAULT_PENDING_EVENTS
 
 __all__ = ["ingest_metrics"]
 
-# As for events: small bodies are decoded on the event loop, large ones on a worker thread.
-_INLINE_BODY_BYTES: Final = 64 * 1024
 _DECODER_KEY: Final = "tachimeter.metric_decoder"
-
-
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=ProblemDetails,
-        media_type="application/problem+json",
-        description=description,
-        generate_examples=False,
-    )
 
 
 @post(
@@ -63,12 +56,12 @@ def _problem(description: str) -> ResponseSpec:
         '`{"points": [...]}` or a bare array of points.',
     ),
     responses={
-        400: _problem("Malformed body (not JSON/MessagePack, truncated, bad gzip)"),
-        413: _problem("Body, inflated body or point count over the limit"),
-        415: _problem("Content-Type or Content-Encoding not accepted"),
-        422: _problem("Invalid points; errors name each bad field path"),
-        429: _problem("Rate limit reached (Retry-After)"),
-        503: _problem("The writer is saturated or the store cannot write (Retry-After)"),
+        400: problem_spec("Malformed body (not JSON/MessagePack, truncated, bad gzip)"),
+        413: problem_spec("Body, inflated body or point count over the limit"),
+        415: problem_spec("Content-Type or Content-Encoding not accepted"),
+        422: problem_spec("Invalid points; errors name each bad field path"),
+        429: problem_spec("Rate limit reached (Retry-After)"),
+        503: problem_spec("The writer is saturated or the store cannot write (Retry-After)"),
     },
 )
 async def ingest_metrics(
@@ -103,7 +96,7 @@ async def ingest_metrics(
     )
     content_type = request.headers.get("content-type")
     encoding = request.headers.get("content-encoding")
-    if len(body) <= _INLINE_BODY_BYTES:
+    if len(body) <= INLINE_BODY_BYTES:
         points = decoder.decode(body, content_type, encoding)
     else:
         points = await anyio.to_thread.run_sync(

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from litestar import Request, Response, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, PathParameter
 
 from tachimeter.errors import StoreError
@@ -40,7 +39,7 @@ from tachimeter.server.ingest_missions import (
     StepBody,
     ToolCallBody,
 )
-from tachimeter.server.problems import ProblemDetails
+from tachimeter.server.problems import problem_spec
 from tachimeter.server.state import ServerState, principal_of, server_state
 
 __all__ = ["MISSION_INGEST_HANDLERS"]
@@ -50,24 +49,15 @@ _INGEST: Final[dict[str, Any]] = {"scope": "ingest"}
 _TAGS: Final = ["missions", "ingest"]
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=ProblemDetails,
-        media_type="application/problem+json",
-        description=description,
-        generate_examples=False,
-    )
-
-
 _RESPONSES: Final = {
-    400: _problem("Malformed body, or a mission id over 128 characters"),
-    404: _problem("No mission with this id is stored"),
-    409: _problem("The lifecycle does not allow the call in the mission's status"),
-    413: _problem("Body over the limit"),
-    415: _problem("Content-Type or Content-Encoding not accepted"),
-    422: _problem("Invalid body; errors name the bad field path"),
-    429: _problem("Rate limit reached (Retry-After)"),
-    503: _problem("The store cannot write (Retry-After)"),
+    400: problem_spec("Malformed body, or a mission id over 128 characters"),
+    404: problem_spec("No mission with this id is stored"),
+    409: problem_spec("The lifecycle does not allow the call in the mission's status"),
+    413: problem_spec("Body over the limit"),
+    415: problem_spec("Content-Type or Content-Encoding not accepted"),
+    422: problem_spec("Invalid body; errors name the bad field path"),
+    429: problem_spec("Rate limit reached (Retry-After)"),
+    503: problem_spec("The store cannot write (Retry-After)"),
 }
 
 MissionId = Annotated[
