@@ -42,6 +42,7 @@ from tachimeter.analyze.intervals import (
     to_utc,
 )
 from tachimeter.analyze.quantiles import parse_percentile, percentile_label, quantile
+from tachimeter.analyze.scan import numeric_values
 from tachimeter.errors import QueryError
 from tachimeter.model.event_types import EventCategory
 from tachimeter.model.timestamps import format_timestamp, parse_timestamp
@@ -773,26 +774,19 @@ def property_stats(
     if not isinstance(event, str) or not event:
         raise QueryError(f"event must be an event name, got {event!r}")
     lo, hi = resolve_range(start, end)
-    path = json_path(parse_property_path(property))
+    segments = parse_property_path(property)
     fractions = [parse_percentile(p, "percentiles") for p in percentiles]
-    filters = property_filters(where)
-    clauses = [
-        "event_name = ?",
-        "timestamp >= ?",
-        "timestamp < ?",
-        "json_type(properties, ?) IN ('integer', 'real')",
-    ]
-    params: list[Any] = [event, format_timestamp(lo), format_timestamp(hi), path]
-    sql_filters, filter_params = filters_sql(filters)
-    clauses += sql_filters
-    params += filter_params
-    sql = (
-        "SELECT json_extract(properties, ?) AS v FROM analytics_events WHERE "
-        + " AND ".join(clauses)
-        + " ORDER BY v"
-    )
+    sql_filters, filter_params = filters_sql(property_filters(where))
     with read_connection(source) as conn:
-        values = [float(r[0]) for r in conn.execute(sql, [path, *params])]
+        values = numeric_values(
+            conn,
+            " AND ".join(["event_name = ?", *sql_filters]),
+            [event, *filter_params],
+            lo,
+            hi,
+            segments,
+            json_path(segments),
+        )
     total = sum(values) if values else None
     return PropertyStats(
         event=event,
