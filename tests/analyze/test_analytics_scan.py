@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tachimeter.analyze import PropertyFilter, property_stats
 from tachimeter.analyze import scan as scan_module
-from tachimeter.analyze.scan import numeric_values
+from tachimeter.analyze.scan import keyed_numeric_values, numeric_values
 from tachimeter.store.summaries import json_path, parse_property_path
 
 START, END = at("2024-03-01"), at("2024-03-04")
@@ -53,6 +53,36 @@ def reference(
             if type(value) in (int, float):
                 out.append(float(value))
     return sorted(out)
+
+
+def keyed_reference(
+    conn: sqlite3.Connection, name: str, path: Sequence[str | int], lo: str, hi: str
+) -> list[tuple[str, float]]:
+    """:func:`reference` per event, paired with the event's UTC day."""
+    out = []
+    for (day,) in conn.execute(
+        "SELECT DISTINCT substr(timestamp, 1, 10) FROM analytics_events WHERE timestamp >= ? "
+        "AND timestamp < ?",
+        [lo, hi],
+    ):
+        day_lo, day_hi = max(lo, f"{day}T00:00:00.000000Z"), min(hi, f"{day}T99")
+        out += [(day, v) for v in reference(conn, name, path, day_lo, day_hi)]
+    return sorted(out)
+
+
+def keyed_scan(conn: sqlite3.Connection, path: str) -> list[tuple[str, float]]:
+    segments = parse_property_path(path)
+    pairs = keyed_numeric_values(
+        conn,
+        "substr(timestamp, 1, 10)",
+        "event_name = ?",
+        ["tool_invoked"],
+        START,
+        END,
+        segments,
+        json_path(segments),
+    )
+    return sorted(pairs)
 
 
 def scan(
@@ -124,6 +154,16 @@ def test_values_equal_json_loads(awkward_db: sqlite3.Connection, path: str) -> N
     assert [float(v) for (v,) in old] == expected
 
 
+@pytest.mark.parametrize("path", ["v", "n.list[2]"])
+def test_keyed_values_pair_each_number_with_its_key(
+    awkward_db: sqlite3.Connection, path: str
+) -> None:
+    """Keyed by the UTC day (as trends key by bucket), struct and nested paths alike."""
+    lo, hi = "2024-03-01T00:00:00.000000Z", "2024-03-04T00:00:00.000000Z"
+    want = keyed_reference(awkward_db, "tool_invoked", parse_property_path(path), lo, hi)
+    assert keyed_scan(awkward_db, path) == want
+
+
 def test_every_reader_gives_the_same_answer(awkward_db: sqlite3.Connection) -> None:
     """Two connections (a file, outside a transaction), the caller's alone (inside one,
     where its own uncommitted rows count) and a memory database agree."""
@@ -161,10 +201,15 @@ def test_out_of_range_numbers_and_the_string_limit_fall_back(tmp_path: Path) -> 
     expected = sorted([float(i) for i in range(40) if i != 3] + [float("inf")])
     conn.commit()
     assert scan(conn, "tool_invoked", "v") == expected
+    lo, hi = "2024-03-01T00:00:00.000000Z", "2024-03-04T00:00:00.000000Z"
+    keyed = keyed_scan(conn, "v")
+    assert sorted(v for _, v in keyed) == expected
+    assert keyed == keyed_reference(conn, "tool_invoked", ["v"], lo, hi)
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)  # every slice's array is too long now
     conn.execute("BEGIN")  # the caller's connection reads every slice
     try:
         assert scan(conn, "tool_invoked", "v") == expected
+        assert keyed_scan(conn, "v") == keyed
     finally:
         conn.execute("ROLLBACK")
 

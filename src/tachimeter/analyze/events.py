@@ -42,7 +42,7 @@ from tachimeter.analyze.intervals import (
     to_utc,
 )
 from tachimeter.analyze.quantiles import parse_percentile, percentile_label, quantile
-from tachimeter.analyze.scan import numeric_values
+from tachimeter.analyze.scan import keyed_numeric_values, numeric_values
 from tachimeter.errors import QueryError
 from tachimeter.model.event_types import EventCategory
 from tachimeter.model.timestamps import format_timestamp, parse_timestamp
@@ -616,12 +616,16 @@ def _raw_series(
     breakdown_limit: int,
     buckets: list[dt.datetime],
 ) -> list[TrendSeries]:
+    sql_filters, filter_params = filters_sql(filters)
+    if breakdown is None and property is not None:  # a numeric measure of one series
+        return _scanned_series(
+            conn, event, measure, property, interval, lo, hi, sql_filters, filter_params, buckets
+        )
     clauses = ["timestamp >= ?", "timestamp < ?"]
     params: list[Any] = [format_timestamp(lo), format_timestamp(hi)]
     if event is not None:
         clauses.insert(0, "event_name = ?")
         params.insert(0, event)
-    sql_filters, filter_params = filters_sql(filters)
     clauses += sql_filters
     params += filter_params
     select: list[str] = [bucket_sql(interval)]
@@ -679,6 +683,49 @@ def _raw_series(
             acc.values.append(float(rest[0]))
             acc.count += 1
     return _series(cells, measure, interval, buckets, breakdown is not None, breakdown_limit)
+
+
+def _scanned_series(
+    conn: Any,
+    event: str | None,
+    measure: str,
+    property: str,
+    interval: Interval,
+    lo: dt.datetime,
+    hi: dt.datetime,
+    sql_filters: list[str],
+    filter_params: list[Any],
+    buckets: list[dt.datetime],
+) -> list[TrendSeries]:
+    """A numeric measure per bucket, the values read by the sliced scan (``scan``)."""
+    clauses, params = list(sql_filters), list(filter_params)
+    if event is not None:
+        clauses.insert(0, "event_name = ?")
+        params.insert(0, event)
+    segments = parse_property_path(property)
+    pairs = keyed_numeric_values(
+        conn,
+        bucket_sql(interval),
+        " AND ".join(clauses) or "1",
+        params,
+        lo,
+        hi,
+        segments,
+        json_path(segments),
+    )
+    cells: dict[tuple[str, str | None], _Acc] = defaultdict(_Acc)
+    keep = measure not in ("sum", "avg", "min", "max")
+    for bucket, value in pairs:
+        acc = cells[(bucket, None)]
+        acc.count += 1
+        acc.total += value
+        if acc.minimum is None or value < acc.minimum:
+            acc.minimum = value
+        if acc.maximum is None or value > acc.maximum:
+            acc.maximum = value
+        if keep:
+            acc.values.append(value)
+    return _series(cells, measure, interval, buckets, False, 1)
 
 
 def _series(

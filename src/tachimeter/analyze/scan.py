@@ -1,5 +1,8 @@
 """Reading one numeric property of many events: a time-sliced scan, two slices at a time.
 
+Used by ``property_stats`` and by trends of a numeric measure without a breakdown (each
+value keyed by its bucket).
+
 ``SELECT json_extract(properties, ?) ... ORDER BY v`` costs SQLite a JSON parse of every
 row and the interpreter a round trip per row. Here each time slice is one statement that
 hands back its rows' ``properties`` as a single JSON array (``group_concat``): SQLite
@@ -41,7 +44,7 @@ import msgspec
 
 from tachimeter.model.timestamps import format_timestamp
 
-__all__ = ["numeric_values"]
+__all__ = ["keyed_numeric_values", "numeric_values"]
 
 # Slices of a day (at most _MAX_SLICES of them): small enough that a slice's array stays
 # far below SQLite's 1 GB string limit on any realistic store, many enough to share.
@@ -75,32 +78,34 @@ def _slices(lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
     return [(a, b) for a, b in itertools.pairwise(texts) if a < b]
 
 
-def _nested(path: Sequence[str | int], docs: list[Any], out: list[float]) -> None:
-    """Append the number at ``path`` of each parsed document to ``out``."""
-    for doc in docs:
-        value = doc
-        for segment in path:
-            if isinstance(segment, int):
-                if type(value) is not list or segment >= len(value):
-                    break
-                value = value[segment]
-            elif type(value) is dict:
-                value = value.get(segment)
-            else:
-                break
+def _walk(path: Sequence[str | int], doc: Any) -> Any:
+    """The value at ``path`` of a parsed document; None where there is none."""
+    value = doc
+    for segment in path:
+        if isinstance(segment, int):
+            if type(value) is not list or segment >= len(value):
+                return None
+            value = value[segment]
+        elif type(value) is dict:
+            value = value.get(segment)
         else:
-            kind = type(value)
-            if kind is float or kind is int:
-                out.append(float(value))
+            return None
+    return value
 
 
-# What a slice's statement gives: the JSON array of its rows' properties (None: no rows),
-# or, when the array would pass SQLite's string limit, the values read row by row.
-_Fetched: TypeAlias = str | list[float] | None
+# What a slice's statement gives: the JSON array of its rows' properties (each paired
+# with its key when keyed; None: no rows), or, when the array would pass SQLite's string
+# limit, the values read row by row.
+_Fetched: TypeAlias = str | list[Any] | None
 
 
 class _Scan:
-    """One query's statements, and what it makes of a slice's rows."""
+    """One query's statements, and what it makes of a slice's rows.
+
+    Unkeyed, a slice gives floats; keyed by ``key_sql`` (an expression over the row's
+    columns whose text needs no JSON escaping, such as a bucket of the timestamp), it
+    gives ``(key, float)`` pairs.
+    """
 
     def __init__(
         self,
@@ -108,22 +113,32 @@ class _Scan:
         params: Sequence[Any],
         json_path: str,
         path: Sequence[str | int],
+        key_sql: str | None = None,
     ) -> None:
         self.params = list(params)
         self.json_path = json_path
         self.path = tuple(path)
+        self.keyed = key_sql is not None
         # A top-level key: decode each document into a struct of that one field, so the
         # other keys are only skipped over (three times faster than building dicts).
         self.fields: msgspec.json.Decoder[list[Any]] | None = None
         if len(path) == 1 and isinstance(path[0], str):
-            doc = msgspec.defstruct("Doc", [("value", Any, _ABSENT)], rename={"value": path[0]})
-            self.fields = msgspec.json.Decoder(list[doc])  # type: ignore[valid-type]
+            doc: Any = msgspec.defstruct(
+                "Doc", [("value", Any, _ABSENT)], rename={"value": path[0]}
+            )
+            self.fields = msgspec.json.Decoder(list[tuple[str, doc]] if self.keyed else list[doc])
+        item = (
+            "properties"
+            if key_sql is None
+            else f"""'["' || coalesce({key_sql}, '') || '",' || properties || ']'"""
+        )
         self.batch_sql = (
-            "SELECT '[' || group_concat(properties, ',') || ']' FROM analytics_events "
+            f"SELECT '[' || group_concat({item}, ',') || ']' FROM analytics_events "
             f"WHERE properties IS NOT NULL AND timestamp >= ? AND timestamp < ? AND {where}"
         )
+        key = "" if key_sql is None else f"coalesce({key_sql}, ''), "
         self.row_sql = (
-            "SELECT json_extract(properties, ?) FROM analytics_events "
+            f"SELECT {key}json_extract(properties, ?) FROM analytics_events "
             f"WHERE timestamp >= ? AND timestamp < ? AND {where} "
             "AND json_type(properties, ?) IN ('integer', 'real')"
         )
@@ -141,9 +156,9 @@ class _Scan:
         return text
 
     def take(
-        self, conn: sqlite3.Connection, lo: str, hi: str, fetched: _Fetched, out: list[float]
+        self, conn: sqlite3.Connection, lo: str, hi: str, fetched: _Fetched, out: list[Any]
     ) -> None:
-        """Append the numbers of a fetched slice ``[lo, hi)`` to ``out``."""
+        """Append the values of a fetched slice ``[lo, hi)`` to ``out``."""
         if fetched is None:
             return
         if isinstance(fetched, list):
@@ -155,18 +170,37 @@ class _Scan:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 pass  # a document that is not an object: decode them as they are
             else:
-                out += [
-                    float(v) for d in docs if (kind := type(v := d.value)) is float or kind is int
-                ]
+                if self.keyed:
+                    out += [
+                        (k, float(v))
+                        for k, d in docs
+                        if (kind := type(v := d.value)) is float or kind is int
+                    ]
+                else:
+                    out += [
+                        float(v)
+                        for d in docs
+                        if (kind := type(v := d.value)) is float or kind is int
+                    ]
                 return
         try:
-            _nested(self.path, _DOCS.decode(fetched), out)
+            docs = _DOCS.decode(fetched)
         except msgspec.DecodeError:  # a number beyond the float range: SQLite reads it
             out += self.read_rows(conn, lo, hi)
+            return
+        path = self.path
+        for doc in docs:
+            value = _walk(path, doc[1] if self.keyed else doc)
+            kind = type(value)
+            if kind is float or kind is int:
+                out.append((doc[0], float(value)) if self.keyed else float(value))
 
-    def read_rows(self, conn: sqlite3.Connection, lo: str, hi: str) -> list[float]:
+    def read_rows(self, conn: sqlite3.Connection, lo: str, hi: str) -> list[Any]:
         params = [self.json_path, lo, hi, *self.params, self.json_path]
-        return [float(row[0]) for row in conn.execute(self.row_sql, params)]
+        rows = conn.execute(self.row_sql, params)
+        if self.keyed:
+            return [(key, float(value)) for key, value in rows]
+        return [float(row[0]) for row in rows]
 
 
 def _database_file(conn: sqlite3.Connection) -> str | None:
@@ -209,18 +243,9 @@ def _sibling_fetches(
         conn.close()
 
 
-def numeric_values(
-    conn: sqlite3.Connection,
-    where: str,
-    params: Sequence[Any],
-    lo: dt.datetime,
-    hi: dt.datetime,
-    path: Sequence[str | int],
-    json_path: str,
-) -> list[float]:
-    """The numbers at ``path`` in the properties of the events of ``[lo, hi)`` matching
-    ``where`` (SQL over ``analytics_events`` columns, with ``params``), ascending."""
-    scan = _Scan(where, params, json_path, path)
+def _run(conn: sqlite3.Connection, scan: _Scan, lo: dt.datetime, hi: dt.datetime) -> list[Any]:
+    """Every slice of ``[lo, hi)`` through ``scan``, on ``conn`` and, for a file database
+    outside a transaction, a sibling connection in the worker thread."""
     slices = _slices(lo, hi)
     todo: queue.SimpleQueue[_Slice | None] = queue.SimpleQueue()
     for piece in slices:
@@ -235,7 +260,7 @@ def numeric_values(
     )
     todo.put(None)  # an end mark for each reader
     todo.put(None)
-    out: list[float] = []
+    out: list[Any] = []
     try:
         while (item := todo.get()) is not None:
             scan.take(conn, *item, scan.fetch(conn, *item), out)
@@ -252,5 +277,36 @@ def numeric_values(
             with contextlib.suppress(Exception):  # the caller's error is the one to see
                 worker.result()
         raise
+    return out
+
+
+def numeric_values(
+    conn: sqlite3.Connection,
+    where: str,
+    params: Sequence[Any],
+    lo: dt.datetime,
+    hi: dt.datetime,
+    path: Sequence[str | int],
+    json_path: str,
+) -> list[float]:
+    """The numbers at ``path`` in the properties of the events of ``[lo, hi)`` matching
+    ``where`` (SQL over ``analytics_events`` columns, with ``params``), ascending."""
+    out: list[float] = _run(conn, _Scan(where, params, json_path, path), lo, hi)
     out.sort()
     return out
+
+
+def keyed_numeric_values(
+    conn: sqlite3.Connection,
+    key_sql: str,
+    where: str,
+    params: Sequence[Any],
+    lo: dt.datetime,
+    hi: dt.datetime,
+    path: Sequence[str | int],
+    json_path: str,
+) -> list[tuple[str, float]]:
+    """:func:`numeric_values` paired with each event's ``key_sql`` (an SQL expression
+    whose text needs no JSON escaping, such as a timestamp bucket; NULL gives ''), in no
+    particular order."""
+    return _run(conn, _Scan(where, params, json_path, path, key_sql), lo, hi)
