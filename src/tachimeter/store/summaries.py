@@ -779,14 +779,23 @@ class _UserDay:
         self.segments: list[list[int]] = []
 
     def add(self, ts: str, name: str, session_id: str | None) -> None:
-        if not self.count or ts < self.first:
+        # Once per stored event: _widen inlined for one instant.
+        if not self.count:
+            self.first = self.last = ts
+        elif ts < self.first:
             self.first = ts
-        if not self.count or ts > self.last:
+        elif ts > self.last:
             self.last = ts
         self.count += 1
         self.breakdown[name] += 1
         if session_id is not None:
-            self._widen(session_id, ts, ts)
+            span = self.given.get(session_id)
+            if span is None:
+                self.given[session_id] = [ts, ts]
+            elif ts < span[0]:
+                span[0] = ts
+            elif ts > span[1]:
+                span[1] = ts
         else:
             self._join(_to_us(ts), _to_us(ts))
 
@@ -915,21 +924,25 @@ class UserActivity:
         # Per touched day: the session ids whose span changed; None when events without
         # a session id changed its inactivity segments (rewritten whole).
         touched: dict[tuple[str, str], set[str | None]] = {}
+        seen = days.get
         for r in rows:
             user_id = r.user_id
             if user_id is None:
                 continue
             ts = r.timestamp
             key = (user_id, ts[:10])
-            day = days.get(key)
+            day = seen(key)
             if day is None:
                 day = cache.get(key)
                 if day is None:
                     day = missing[key] = _UserDay()
                 days[key] = day
-                touched[key] = set()
-            day.add(ts, r.event_name, r.session_id)
-            touched[key].add(r.session_id)
+                sessions = touched[key] = set()
+            else:
+                sessions = touched[key]
+            session_id = r.session_id
+            day.add(ts, r.event_name, session_id)
+            sessions.add(session_id)
         # Each chunk: 2 parameters per key, far below SQLite's limit.
         for chunk in _chunks(sorted(missing), 250):
             params = [v for key in chunk for v in key]
