@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import tempfile
 from collections.abc import Sequence
@@ -300,3 +301,25 @@ def test_concurrent_scans_do_not_wait_for_each_other(awkward_db: sqlite3.Connect
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(one, range(16))) == [expected] * 16
+
+
+def test_a_forked_child_scans_with_a_pool_of_its_own(awkward_db: sqlite3.Connection) -> None:
+    """After fork the parent's worker thread is gone; the child's scans still answer."""
+    expected = scan(awkward_db, "tool_invoked", "v")  # the parent's pool exists now
+    path = awkward_db.execute("PRAGMA database_list").fetchone()[2]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            conn = sqlite3.connect(path)
+            code = 0 if scan(conn, "tool_invoked", "v") == expected else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"\x00"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import os
 import queue
 import sqlite3
 import threading
@@ -66,6 +67,15 @@ def _worker_pool() -> ThreadPoolExecutor:
         if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tachimeter-scan")
         return _executor
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has no worker thread: it makes a pool of its own on first use."""
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _slices(lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
