@@ -75,7 +75,7 @@ from tachimeter.model.rows import event_to_row
 from tachimeter.model.timestamps import format_timestamp, utc_now
 from tachimeter.store import Migrator, Projection, SQLiteStore, StoreSink
 from tachimeter.store.sink import DEFAULT_TRANSACTION_EVENTS
-from tachimeter.store.sqlite import _WRITER_CACHE_KIB
+from tachimeter.store.sqlite import _WAL_AUTOCHECKPOINT_PAGES, _WRITER_CACHE_KIB
 
 DEFAULT_EVENTS: Final = 1_000_000
 DAYS: Final = 30
@@ -296,6 +296,7 @@ class RawRun(_Run):
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
         Migrator(self.conn).up()
 
     def step(self, count: int) -> None:

@@ -94,6 +94,7 @@ def test_opening_creates_directories_and_sets_the_pragmas(tmp_path: Path) -> Non
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
         assert conn.execute("PRAGMA busy_timeout").fetchone() == (1234,)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (10_000,)
         with s.reader() as reader:
             assert reader.execute("PRAGMA query_only").fetchone() == (1,)
             assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -72,6 +72,13 @@ _IDLE_READERS: Final = 4
 # events all over their range; 32 MB keeps their hot pages cached for millions of rows
 # instead of SQLite's default 2 MB.
 _WRITER_CACHE_KIB: Final = 32 * 1024
+# WAL pages after which the writer's commit copies the WAL back into the database
+# (SQLite's default is 1 000, 4 MB). A page written by several transactions between two
+# checkpoints is copied once: with the server's 1 000-event transactions and every
+# projection, 10 000 pages (40 MB of WAL) made ingest 15% faster on bench/store.py's
+# stream at 600 000 rows (74 -> 63 us an event, interleaved), and plain inserts 13%.
+# 10 000-event transactions pass either bound at each commit and gain nothing.
+_WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
 # Prepared statements the writer keeps (sqlite3's default is 128).
 _WRITER_STATEMENTS: Final = 512
 # Hints for the SQLite errors a write can meet, by the start of their extended error name.
@@ -419,6 +426,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot open the store {self._where!r}: {exc}; {_hint(exc)}") from exc
