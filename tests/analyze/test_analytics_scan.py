@@ -81,7 +81,6 @@ def keyed_scan(conn: sqlite3.Connection, path: str) -> list[tuple[str, float]]:
         START,
         END,
         segments,
-        json_path(segments),
     )
     return sorted(pairs)
 
@@ -94,7 +93,7 @@ def scan(
     hi: dt.datetime = END,
 ) -> list[float]:
     segments = parse_property_path(path)
-    return numeric_values(conn, "event_name = ?", [name], lo, hi, segments, json_path(segments))
+    return numeric_values(conn, "event_name = ?", [name], lo, hi, segments)
 
 
 AWKWARD: list[Any] = [
@@ -236,7 +235,7 @@ def test_property_stats_filters_and_long_ranges(tmp_path: Path) -> None:
 def test_an_error_in_a_slice_is_the_callers(awkward_db: sqlite3.Connection) -> None:
     """A failing statement raises (on either connection); the worker is waited for."""
     with pytest.raises(sqlite3.OperationalError, match="no such column"):
-        numeric_values(awkward_db, "nope = ?", [1], START, END, ("v",), '$."v"')
+        numeric_values(awkward_db, "nope = ?", [1], START, END, ("v",))
     assert scan(awkward_db, "tool_invoked", "v")  # the worker is free for the next scan
 
 

@@ -702,7 +702,6 @@ def _scanned_series(
     if event is not None:
         clauses.insert(0, "event_name = ?")
         params.insert(0, event)
-    segments = parse_property_path(property)
     pairs = keyed_numeric_values(
         conn,
         bucket_sql(interval),
@@ -710,8 +709,7 @@ def _scanned_series(
         params,
         lo,
         hi,
-        segments,
-        json_path(segments),
+        parse_property_path(property),
     )
     cells: dict[tuple[str, str | None], _Acc] = defaultdict(_Acc)
     keep = measure not in ("sum", "avg", "min", "max")
@@ -832,7 +830,6 @@ def property_stats(
             lo,
             hi,
             segments,
-            json_path(segments),
         )
     total = sum(values) if values else None
     return PropertyStats(

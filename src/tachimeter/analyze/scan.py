@@ -44,6 +44,7 @@ from urllib.request import pathname2url
 import msgspec
 
 from tachimeter.model.timestamps import format_timestamp
+from tachimeter.store.summaries import json_path
 
 __all__ = ["keyed_numeric_values", "numeric_values"]
 
@@ -121,12 +122,11 @@ class _Scan:
         self,
         where: str,
         params: Sequence[Any],
-        json_path: str,
         path: Sequence[str | int],
         key_sql: str | None = None,
     ) -> None:
         self.params = list(params)
-        self.json_path = json_path
+        self.json_path = json_path(path)
         self.path = tuple(path)
         self.keyed = key_sql is not None
         # A top-level key: decode each document into a struct of that one field, so the
@@ -297,11 +297,10 @@ def numeric_values(
     lo: dt.datetime,
     hi: dt.datetime,
     path: Sequence[str | int],
-    json_path: str,
 ) -> list[float]:
     """The numbers at ``path`` in the properties of the events of ``[lo, hi)`` matching
     ``where`` (SQL over ``analytics_events`` columns, with ``params``), ascending."""
-    out: list[float] = _run(conn, _Scan(where, params, json_path, path), lo, hi)
+    out: list[float] = _run(conn, _Scan(where, params, path), lo, hi)
     out.sort()
     return out
 
@@ -314,9 +313,8 @@ def keyed_numeric_values(
     lo: dt.datetime,
     hi: dt.datetime,
     path: Sequence[str | int],
-    json_path: str,
 ) -> list[tuple[str, float]]:
     """:func:`numeric_values` paired with each event's ``key_sql`` (an SQL expression
     whose text needs no JSON escaping, such as a timestamp bucket; NULL gives ''), in no
     particular order."""
-    return _run(conn, _Scan(where, params, json_path, path, key_sql), lo, hi)
+    return _run(conn, _Scan(where, params, path, key_sql), lo, hi)
