@@ -276,14 +276,22 @@ def test_a_sibling_that_cannot_open_leaves_every_slice_to_the_caller(
     awkward_db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If the second connection cannot open (say, a read-only directory without the WAL
-    index), the caller's connection reads everything."""
+    index), or fails on a slice, the caller's connection reads everything."""
     both = scan(awkward_db, "tool_invoked", "v")
+    keyed = keyed_scan(awkward_db, "v")
 
     def refuse(file: str) -> sqlite3.Connection:
         raise sqlite3.OperationalError("unable to open database file")
 
     monkeypatch.setattr(scan_module, "_open_sibling", refuse)
     assert scan(awkward_db, "tool_invoked", "v") == both
+
+    def empty(file: str) -> sqlite3.Connection:  # opens, then fails at the first slice
+        return sqlite3.connect(":memory:", check_same_thread=False)
+
+    monkeypatch.setattr(scan_module, "_open_sibling", empty)
+    assert scan(awkward_db, "tool_invoked", "v") == both
+    assert keyed_scan(awkward_db, "v") == keyed
 
 
 def test_concurrent_scans_do_not_wait_for_each_other(awkward_db: sqlite3.Connection) -> None:

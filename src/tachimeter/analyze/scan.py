@@ -223,7 +223,14 @@ def _database_file(conn: sqlite3.Connection) -> str | None:
 
 def _open_sibling(file: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{pathname2url(file)}?mode=ro", uri=True, timeout=5.0)
-    conn.execute(f"PRAGMA mmap_size = {_SIBLING_MMAP_BYTES}")
+    try:
+        conn.execute(f"PRAGMA mmap_size = {_SIBLING_MMAP_BYTES}")
+        # SQLite opens the file at the first statement that reads it: fail here, not
+        # in the middle of the scan.
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -238,17 +245,23 @@ def _sibling_fetches(
     done: list[tuple[str, str, _Fetched]],
 ) -> None:
     """The worker's share: slices taken from ``todo``, fetched on a connection of its own
-    into ``done``. It only runs statements, so it hardly ever needs the GIL."""
+    into ``done``. It only runs statements, so it hardly ever needs the GIL. Whatever
+    goes wrong on its connection leaves the slice, and the rest, to the caller's."""
     try:
         conn = _open_sibling(file)
     except sqlite3.Error:
-        return  # the caller's connection reads every slice then
+        return
     try:
         while not stop.is_set():
             item = todo.get()
             if item is None:
                 break
-            done.append((*item, scan.fetch(conn, *item)))
+            try:
+                fetched = scan.fetch(conn, *item)
+            except sqlite3.Error:
+                todo.put(item)  # the caller's connection reads it (and reports any error)
+                break
+            done.append((*item, fetched))
     finally:
         conn.close()
 
@@ -281,6 +294,13 @@ def _run(conn: sqlite3.Connection, scan: _Scan, lo: dt.datetime, hi: dt.datetime
             worker.result()
         for fetched in done:
             scan.take(conn, *fetched, out)
+        while True:  # slices the worker gave back, behind the end marks
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                scan.take(conn, *item, scan.fetch(conn, *item), out)
     except BaseException:
         if worker is not None and not worker.cancel():
             stop.set()
