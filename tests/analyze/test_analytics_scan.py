@@ -1,4 +1,4 @@
-"""The sliced scan behind property_stats: the numbers json.loads finds, on every path.
+"""The sliced scan behind property_stats and numeric trends: the numbers json.loads finds.
 
 The reference reads the stored ``properties`` text with plain SQL and parses it with the
 standard library's ``json``; it never calls the scan.
