@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
+import sqlite3
 import uuid
 
 import msgspec
@@ -198,3 +200,31 @@ def test_a_large_batch_encoded_off_the_writer_is_stored_once_and_sanitized(
     found = _search(server, "event=large_batch_event&limit=1000")
     assert len(found) == 600
     assert all(e["properties"]["api_key"] == "[REDACTED]" for e in found)
+
+
+def test_event_names_count_whole_days_of_the_range(server: ServerProcess) -> None:
+    """``GET /v1/events/names`` counts each name over the range's whole UTC days, most
+    frequent first; recomputed here from the raw rows of the store file."""
+    now = dt.datetime.now(dt.UTC)
+    events = wire_events(4, "names_probe_recent") + wire_events(2, "names_probe_old")
+    for event, days in zip(events, (0, 1, 3, 29, 3, 45), strict=True):
+        moment = now - dt.timedelta(days=days)
+        event["timestamp"] = moment.isoformat().replace("+00:00", "Z")
+    answer = server.post_json("/v1/events", {"events": events})
+    assert answer.status == 200, answer.body
+    names = server.get("/v1/events/names?start=-30d").json()
+    first_day = (now - dt.timedelta(days=30)).date().isoformat()
+    conn = sqlite3.connect(f"{server.db.as_uri()}?mode=ro", uri=True)
+    try:
+        expected = dict(
+            conn.execute(
+                "SELECT event_name, count(*) FROM analytics_events WHERE timestamp >= ? GROUP BY 1",
+                [f"{first_day}T00:00:00.000000Z"],
+            ).fetchall()
+        )
+    finally:
+        conn.close()
+    assert {n["name"]: n["count"] for n in names} == expected
+    assert expected["names_probe_recent"] == 4 and expected["names_probe_old"] == 1
+    counts = [n["count"] for n in names]
+    assert counts == sorted(counts, reverse=True)
