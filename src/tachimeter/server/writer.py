@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from tachimeter.errors import StoreError
 from tachimeter.model.events import AnalyticsEvent
-from tachimeter.store.backend import WriteResult
+from tachimeter.store.backend import WriteResult, encode_ahead, write_prepared
 from tachimeter.store.projection import Projection
 from tachimeter.store.sqlite import EncodedBatch, SQLiteStore
 
@@ -150,10 +150,8 @@ class IngestWriter:
         """The events as rows for :meth:`submit`, encoded on the calling thread (a request's
         decode thread) rather than the writer's; None if they cannot be, and the writer
         encodes them and reports what is wrong."""
-        try:
-            return self._store.encode_batch(events)
-        except Exception:  # the writer's write_batch raises it with the request's context
-            return None
+        encoded: EncodedBatch | None = encode_ahead(self._store, events)
+        return encoded
 
     def submit(
         self, events: Sequence[AnalyticsEvent], *, encoded: EncodedBatch | None = None
@@ -302,15 +300,12 @@ class IngestWriter:
             job.future.set_exception(exc)
 
     def _write(self, group: list[_Job]) -> None:
-        events: Sequence[AnalyticsEvent] = (
-            group[0].events if len(group) == 1 else [e for job in group for e in job.events]
-        )
         try:
-            encoded = [job.encoded for job in group if job.encoded is not None]
-            if len(encoded) == len(group):
-                result = self._store.write_encoded(encoded, projections=self._projections)
-            else:
-                result = self._store.write_batch(events, projections=self._projections)
+            result = write_prepared(
+                self._store,
+                [(job.events, job.encoded) for job in group],
+                projections=self._projections,
+            )
         except Exception as exc:  # the writer thread must survive anything
             if len(group) > 1:
                 for job in group:  # find the failing request; the others are stored

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Final, Protocol, TypeAlias, cast, runtime_checkable
 
 import msgspec
 
@@ -28,6 +28,8 @@ __all__ = [
     "ReadCursor",
     "WriteResult",
     "decode_rows",
+    "encode_ahead",
+    "write_prepared",
 ]
 
 QueryParams: TypeAlias = Sequence[Any] | Mapping[str, Any]
@@ -213,3 +215,32 @@ class EncodingStore(Protocol):
     ) -> WriteResult:
         """Store encoded batches in one transaction, as ``write_batch`` does."""
         ...
+
+
+def encode_ahead(store: EventStore, events: Sequence[AnalyticsEvent]) -> Any:
+    """``events`` encoded for ``store``'s :meth:`EncodingStore.write_encoded`, on the
+    calling thread; None when the store does not encode ahead or the events cannot be
+    encoded (:func:`write_prepared` then writes them with ``write_batch``, which reports
+    what is wrong)."""
+    encode = getattr(store, "encode_batch", None)  # once per batch: cheaper than isinstance
+    if encode is None:
+        return None
+    try:
+        return encode(events)
+    except Exception:
+        return None
+
+
+def write_prepared(
+    store: EventStore,
+    groups: Sequence[tuple[Sequence[AnalyticsEvent], Any]],
+    *,
+    projections: Sequence[Projection] = (),
+) -> WriteResult:
+    """Store ``(events, encoded)`` groups (``encoded`` from :func:`encode_ahead`) in one
+    transaction: from the encoded rows when every group has them, else from the events."""
+    encoded = [e for _, e in groups if e is not None]
+    if encoded and len(encoded) == len(groups):  # only an EncodingStore encodes ahead
+        return cast(EncodingStore, store).write_encoded(encoded, projections=projections)
+    events = groups[0][0] if len(groups) == 1 else [e for evs, _ in groups for e in evs]
+    return store.write_batch(events, projections=projections)

@@ -47,7 +47,7 @@ from typing import Any, Final
 from tachimeter.config.settings import AnalyticsConfig
 from tachimeter.errors import ConfigError, SinkError, StoreError
 from tachimeter.model.events import AnalyticsEvent, EventBatch
-from tachimeter.store.backend import EncodingStore, EventStore
+from tachimeter.store.backend import EventStore, encode_ahead, write_prepared
 from tachimeter.store.projection import Projection
 
 __all__ = ["StoreSink"]
@@ -116,7 +116,6 @@ class StoreSink:
         "_completed",
         "_cond",
         "_counts",
-        "_encoder",
         "_last_log",
         "_lost_since_flush",
         "_max_pending",
@@ -165,8 +164,6 @@ class StoreSink:
             seen.add(projection.name)
         self.name = name
         self._store = store
-        # Batches are encoded on the delivery thread (process), the writer only writes.
-        self._encoder = store if isinstance(store, EncodingStore) else None
         self._projections = chosen
         self._owns_store = owns_store
         self._max_transaction = max_transaction_events
@@ -231,12 +228,7 @@ class StoreSink:
         count = len(batch.events)
         if not count:
             return
-        encoded: Any = None
-        if self._encoder is not None:
-            try:
-                encoded = self._encoder.encode_batch(batch.events)
-            except Exception:  # the writer retries with write_batch and reports it
-                encoded = None
+        encoded = encode_ahead(self._store, batch.events)  # here, not on the writer
         with self._cond:
             if self._thread is None and not self._closing:
                 self._thread = threading.Thread(
@@ -331,13 +323,9 @@ class StoreSink:
 
     def _write(self, group: list[tuple[EventBatch, Any]]) -> None:
         try:
-            if self._encoder is not None and all(e is not None for _, e in group):
-                result = self._encoder.write_encoded(
-                    [e for _, e in group], projections=self._projections
-                )
-            else:
-                events = [e for batch, _ in group for e in batch.events]
-                result = self._store.write_batch(events, projections=self._projections)
+            result = write_prepared(
+                self._store, [(b.events, e) for b, e in group], projections=self._projections
+            )
         except Exception as exc:  # the writer thread must survive anything
             if len(group) > 1:
                 for item in group:  # find the failing batch; the others are stored
