@@ -86,6 +86,9 @@ def test_jsonl_with_bad_lines_stores_the_good_ones_and_names_the_bad_by_line(
     lines[16:16] = [json.dumps(missing_id)]  # line 17
     lines[20:20] = [json.dumps(bad_type) + "," + json.dumps(good[6])]  # line 21
     lines[24:24] = [json.dumps(dict(bad_type, timestamp="yesterday"))]  # line 25
+    # Valid RFC 3339, but before the epoch: once an OverflowError that lost the batch.
+    ancient = dict(good[7], id="01890000-0000-7000-8000-000000000003")
+    lines[27:27] = [json.dumps(dict(ancient, timestamp="0001-01-01T00:00:00Z"))]  # line 28
     source = tmp_path / "events.jsonl"
     _write_jsonl(source, lines)
     db = tmp_path / "a.db"
@@ -100,13 +103,15 @@ def test_jsonl_with_bad_lines_stores_the_good_ones_and_names_the_bad_by_line(
         "line 17",
         "line 21",
         "line 25",
+        "line 28",
     ]
     assert reported[0].startswith("line 5: $.timestamp: ") and "future" in reported[0]
     assert reported[1].startswith("line 10: not valid JSON")
     assert "missing required field `id`" in reported[2]
     assert "one JSON value" in reported[3]
     assert reported[4].startswith("line 25: $.timestamp: ")
-    assert "read 35, stored 30, duplicates 0, rejected 5" in result.stdout
+    assert reported[5].startswith("line 28: $.timestamp: 0001-01-01T00:00:00+00:00 is before")
+    assert "read 36, stored 30, duplicates 0, rejected 6" in result.stdout
     assert "--allow-rejects" in result.stderr
     stored = {r[0] for r in _rows(db, "SELECT id FROM analytics_events")}
     assert stored == {e["id"] for e in good}

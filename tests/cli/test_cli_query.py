@@ -496,3 +496,28 @@ def test_table_output_is_titled_and_shows_every_row(world: World) -> None:
     assert "count of signup per day (summary)" in " ".join(result.stdout.split())
     for day in ("2024-03-01", "2024-03-02", "2024-03-03"):
         assert day in result.stdout
+
+
+def test_stored_text_that_looks_like_markup_prints_as_it_is(world: World) -> None:
+    """Rich markup is never read from data: '[/]' used to crash, '[warning]' to vanish."""
+    sql = (
+        "SELECT '[/]' AS closing, '{\"message\":\"[warning] disk full\"}' AS p, "
+        "'a[b]c' AS x, '[bold]' AS \"[red]h\""
+    )
+    result = runner.invoke(app, ["query", "sql", sql, "--store", str(world.db)])
+    assert result.exit_code == 0, result.output
+    for text in ("[/]", '{"message":"[warning] disk full"}', "a[b]c", "[bold]", "[red]h"):
+        assert text in result.stdout
+
+
+def test_piped_tables_keep_ids_and_timestamps_on_one_line(world: World) -> None:
+    result = runner.invoke(app, ["query", "events", "--limit", "3", "--store", str(world.db)])
+    assert result.exit_code == 0, result.output
+    ids = [r.id for r in world.rows]
+    shown = [i for i in ids if i in result.stdout]
+    assert len(shown) == 3  # each id whole on its line, not folded into 80 columns
+
+
+def test_json_output_keeps_columns_that_share_a_name(world: World) -> None:
+    answer = query(world, "sql", "SELECT 1 AS a, 2 AS a, 3 AS a_2")
+    assert answer == [{"a": 1, "a_3": 2, "a_2": 3}]

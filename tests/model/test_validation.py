@@ -57,6 +57,15 @@ def test_old_events_warn_future_events_error_with_clock_skew_allowance() -> None
     assert validate_event(at(dt.timedelta(seconds=6)), now=NOW, limits=lenient).valid
 
 
+def test_timestamps_before_the_unix_epoch_are_errors() -> None:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert validate_event(at(epoch - NOW), now=NOW).valid
+    for when in (epoch - dt.timedelta(microseconds=1), dt.datetime(1, 1, 1, tzinfo=dt.UTC)):
+        result = validate_event(at(when - NOW), now=NOW)
+        assert not result.valid
+        assert result.errors[0].startswith(f"$.timestamp: {when.isoformat()} is before 1970")
+
+
 def test_type_data_mismatch_warns() -> None:
     tokens = validate_event(EventBuilder(EventType.TOKENS_CONSUMED).property("n", 1).build())
     assert tokens.valid and "BusinessEventData" in tokens.warnings[0]
@@ -143,9 +152,14 @@ def test_validate_never_raises_on_hostile_objects() -> None:
 # -- the fast path and the batch API ---------------------------------------------------
 
 _near_now = st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelta(seconds=10))
-# Old events (warned about their age, never refused), far and near the 7-day edge.
-_old = st.timedeltas(min_value=-dt.timedelta(days=3650), max_value=-dt.timedelta(days=7)) | (
-    st.integers(-5_000, 5_000).map(lambda us: -dt.timedelta(days=7) + dt.timedelta(microseconds=us))
+# Old events (warned about their age), far and near the 7-day edge, and around the Unix
+# epoch (refused before it) back to year 1.
+_EPOCH_AGO = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) - NOW
+_old = (
+    st.timedeltas(min_value=-dt.timedelta(days=3650), max_value=-dt.timedelta(days=7))
+    | st.integers(-5_000, 5_000).map(lambda us: -dt.timedelta(days=7) + dt.timedelta(microseconds=us))
+    | st.integers(-5_000, 5_000).map(lambda us: _EPOCH_AGO + dt.timedelta(microseconds=us))
+    | st.just(dt.datetime(1, 1, 1, tzinfo=dt.UTC) - NOW)
 )
 _shared_metadata = st.sampled_from(
     [EventMetadata(), EventMetadata(os="linux", app_version="1.0"), EventMetadata(custom={"a": 1})]

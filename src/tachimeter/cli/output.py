@@ -34,11 +34,13 @@ from typing import Any, Final, Literal, TextIO, TypeAlias
 
 import msgspec
 
-__all__ = ["OutputFormat", "Rows", "record_of", "rows_of", "write_rows"]
+__all__ = ["OutputFormat", "Rows", "record_of", "rows_of", "unique_keys", "write_rows"]
 
 OutputFormat: TypeAlias = Literal["table", "json", "csv"]
 
 _json_encoder: Final = msgspec.json.Encoder()
+# The widest a table printed into a pipe or a file may be (a long JSON cell still folds).
+_PIPED_WIDTH: Final = 400
 
 
 class Rows(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,12 +91,32 @@ def _builtin(value: Any) -> Any:
     return value
 
 
+def unique_keys(columns: Sequence[str]) -> list[str]:
+    """Column names as distinct JSON keys: a repeated name gets ``_2``, ``_3``...
+
+    >>> unique_keys(["user_id", "user_id", "n", "user_id_2"])
+    ['user_id', 'user_id_3', 'n', 'user_id_2']
+    """
+    taken = set(columns)
+    seen: set[str] = set()
+    keys: list[str] = []
+    for column in columns:
+        key = column
+        if key in seen:
+            n = 2
+            while f"{column}_{n}" in taken:
+                n += 1
+            key = f"{column}_{n}"
+            taken.add(key)
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
 def _json_sections(sections: Sequence[Rows]) -> Any:
     def one(section: Rows) -> Any:
-        objects = [
-            {c: _builtin(v) for c, v in zip(section.columns, row, strict=True)}
-            for row in section.rows
-        ]
+        keys = unique_keys(section.columns)
+        objects = [{c: _builtin(v) for c, v in zip(keys, row, strict=True)} for row in section.rows]
         if section.record:
             return objects[0] if objects else None
         return objects
@@ -160,24 +182,32 @@ def _numeric(section: Rows, index: int) -> bool:
 def _write_table(sections: Sequence[Rows], out: TextIO | None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # Cells are Text, never markup: stored values such as "[error] disk full" or "[/]"
+    # print as they are. Into a pipe or a file, a table keeps its natural width instead
+    # of folding ids and timestamps to the 80 columns rich assumes there.
     console = Console(file=out, highlight=False)
+    if not console.is_terminal:
+        console = Console(file=out, highlight=False, width=_PIPED_WIDTH)
     for section in sections:
-        title = section.title or section.name
+        title = Text(section.title or section.name, style="table.title")
         if section.record:
             table = Table(title=title, show_header=False)
             table.add_column("field", style="bold")
             table.add_column("value", overflow="fold")
             for column, value in zip(section.columns, section.rows[0], strict=True):
-                table.add_row(column, _shown(value))
+                table.add_row(Text(column), Text(_shown(value)))
         else:
             table = Table(title=title)
             for i, column in enumerate(section.columns):
                 table.add_column(
-                    column, justify="right" if _numeric(section, i) else "left", overflow="fold"
+                    Text(column, style="table.header"),
+                    justify="right" if _numeric(section, i) else "left",
+                    overflow="fold",
                 )
             for row in section.rows:
-                table.add_row(*(_shown(v) for v in row))
+                table.add_row(*(Text(_shown(v)) for v in row))
             if not section.rows:
                 table.caption = "no rows"
         console.print(table)

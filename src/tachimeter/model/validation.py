@@ -2,10 +2,11 @@
 
 Beyond the spec's checks (older than 7 days warns, a future timestamp errors,
 ``TokensConsumed`` without business data and ``ErrorOccurred`` without error data warn)
-this rejects what would poison storage or analytics: custom names that break the naming
-rule, NaN and infinite numbers, values that are not JSON, nesting deeper than
-``max_property_depth``, strings longer than ``max_string_length``, and events whose
-encoded data and metadata exceed ``max_event_bytes``. A timestamp up to
+this rejects what would poison storage or analytics: timestamps before 1970 (the Unix
+epoch), custom names that break the naming rule, NaN and infinite numbers, values that
+are not JSON, nesting deeper than ``max_property_depth``, strings longer than
+``max_string_length``, and events whose encoded data and metadata exceed
+``max_event_bytes``. A timestamp up to
 ``clock_skew_seconds`` in the future is accepted: producers' clocks drift.
 
 Every message names the field path, the value and the fix.
@@ -55,6 +56,8 @@ class ValidationLimits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT_LIMITS: Final = ValidationLimits()
+# The Unix epoch: UUIDv7 ids (and every time bucket) count from it; older is an error.
+EARLIEST_TIMESTAMP: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class ValidationResult(msgspec.Struct, kw_only=True):
@@ -275,6 +278,8 @@ def measure_envelope(
             ahead = ts.timestamp() - now
             max_age = limits.max_age_days_warning * 86_400
             if ahead < -max_age - 0.001:
+                if ts < EARLIEST_TIMESTAMP:
+                    return None
                 warning = _age_warning(ts, dt.datetime.fromtimestamp(now, dt.UTC), limits)
                 if warning is None:
                     return None
@@ -287,6 +292,8 @@ def measure_envelope(
         if ahead > limits.clock_skew_seconds:
             return None
         if -ahead > limits.max_age_days_warning * 86_400:
+            if ts < EARLIEST_TIMESTAMP:
+                return None
             warning = _age_text(ahead, limits)
     else:
         return None
@@ -399,6 +406,12 @@ def _check_event(
             errors.append(
                 f"$.timestamp: {ts.isoformat()} is {ahead:.1f} s in the future "
                 f"(allowed clock skew {limits.clock_skew_seconds:g} s); fix the producer's clock"
+            )
+        elif ts < EARLIEST_TIMESTAMP:
+            errors.append(
+                f"$.timestamp: {ts.isoformat()} is before 1970-01-01T00:00:00Z, the earliest "
+                "time an event can carry (event ids count milliseconds from it); send the "
+                "time the event happened"
             )
         elif -ahead > limits.max_age_days_warning * 86_400:
             warnings.append(_age_text(ahead, limits))
