@@ -155,10 +155,11 @@ _near_now = st.timedeltas(min_value=-dt.timedelta(days=8), max_value=dt.timedelt
 # Old events (warned about their age), far and near the 7-day edge, and around the Unix
 # epoch (refused before it) back to year 1.
 _EPOCH_AGO = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) - NOW
+_microseconds = st.integers(-5_000, 5_000).map(lambda us: dt.timedelta(microseconds=us))
 _old = (
     st.timedeltas(min_value=-dt.timedelta(days=3650), max_value=-dt.timedelta(days=7))
-    | st.integers(-5_000, 5_000).map(lambda us: -dt.timedelta(days=7) + dt.timedelta(microseconds=us))
-    | st.integers(-5_000, 5_000).map(lambda us: _EPOCH_AGO + dt.timedelta(microseconds=us))
+    | _microseconds.map(lambda us: -dt.timedelta(days=7) + us)
+    | _microseconds.map(lambda us: _EPOCH_AGO + us)
     | st.just(dt.datetime(1, 1, 1, tzinfo=dt.UTC) - NOW)
 )
 _shared_metadata = st.sampled_from(
