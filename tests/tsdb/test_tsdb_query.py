@@ -304,25 +304,32 @@ def test_rollup_resolution_needs_whole_periods(seeded: tuple) -> None:
 
 
 def _rollup_reference(
-    series: list[Series], times: list[int], window: int, agg: str, group: str | None
+    series: list[Series],
+    times: list[int],
+    window: int,
+    agg: str,
+    group: str | None,
+    until: int | None = None,
 ) -> dict:
-    """Rollup semantics from raw samples: window [t - window, t); instant = last sample,
-    min/max = extremes, increase = exact reset-aware increase."""
+    """Rollup semantics from raw samples: window [t - window, t), cut at ``until`` and
+    then reported at ``until``; instant = last sample, min/max = extremes, increase =
+    exact reset-aware increase, rate = increase / the window's length up to ``until``."""
     want: dict = defaultdict(dict)
-    for t in times:
+    for aligned in times:
+        t = aligned if until is None else min(aligned, until)
         groups: dict = defaultdict(list)
         for s in series:
-            mask = (s.ts >= t - window) & (s.ts < t)
+            mask = (s.ts >= aligned - window) & (s.ts < t)
             if not mask.any():
                 continue
             if agg in ("rate", "increase"):
                 v = (
-                    exact_increase(s.ts, s.values, t - window, t)
+                    exact_increase(s.ts, s.values, aligned - window, t)
                     if s.kind == "counter"
                     else float(s.values[mask].sum())
                 )
                 if agg == "rate":
-                    v /= window / US
+                    v /= (t - (aligned - window)) / US
             elif agg == "min":
                 v = float(s.values[mask].min())
             elif agg == "max":
@@ -393,6 +400,39 @@ def test_hourly_resolution_equals_a_recomputation_from_raw(seeded: tuple) -> Non
             vals = src.values[(src.ts >= t * US - HOUR) & (src.ts < t * US)]
             exact = np.quantile(vals, float(s.labels["quantile"]), method="lower")
             assert abs(v - exact) <= 0.01 * exact
+
+
+def test_rollup_times_end_with_the_period_holding_the_end_cut_there(seeded: tuple) -> None:
+    """With ``end`` inside a period, the last evaluation is that period, read up to
+    ``end`` and reported at ``end`` (it was once left out: a day's step lost today)."""
+    tsdb, series = seeded
+    tsdb.compact(now=dt.datetime(2026, 1, 1, 7, tzinfo=UTC))
+    roll_up(tsdb.connection, now=dt.datetime(2026, 1, 1, 7, 20, tzinfo=UTC))  # all rolled up
+    engine = MetricsEngine(tsdb)
+    start, end = T0 + HOUR + 1_234 * US, T0 + 4 * HOUR + 1_800 * US
+    aligned = _times(T0 + 2 * HOUR, T0 + 5 * HOUR, HOUR)
+    for name, agg, group, window in (
+        ("queue_depth", "sum", "zone", HOUR),
+        ("queue_depth", "max", None, 2 * HOUR),
+        ("http_requests_total", "rate", "route", HOUR),
+        ("http_requests_total", "increase", "code", 2 * HOUR),
+        ("tokens", "increase", "model", HOUR),
+    ):
+        got = engine.query(
+            MetricQuery(
+                names=[name],
+                start=start / US,
+                end=end / US,
+                step=3600,
+                window=window / US,
+                aggregation=agg,
+                group_by=[group] if group else None,  # type: ignore[arg-type]
+            )
+        )
+        assert got.resolution == "hourly"
+        want = _rollup_reference(_pick(series, name), aligned, window, agg, group, until=end)
+        _assert_same(_as_map(got), want, rel=1e-9)
+        assert max(t for s in got.series for t in s.timestamps.tolist()) == end / US
 
 
 def test_compaction_rollups_and_retention_never_change_answers(seeded: tuple) -> None:

@@ -27,9 +27,12 @@ have no resets to handle: their rate/increase is the sum of their increments in 
 window, without extrapolation.
 
 Resolution. ``raw`` reads samples (chunks and head). ``hourly``, ``daily`` and ``weekly``
-read ``metric_aggregates``: evaluation times are period-aligned, the window at ``t`` is
-the periods starting in ``[t - window, t)``, an instant value is the last sample in that
-window, rate/increase are the exact (reset-aware, unextrapolated) increase over it,
+read ``metric_aggregates``: evaluation times are period boundaries, counted back by the
+step from the first boundary at or after ``end`` (so the newest, perhaps unfinished,
+period is the last window: it is read up to ``end`` and reported at ``end``); the window
+at ``t`` is the periods starting in ``[t - window, t)``, an instant value is the last
+sample in that window, rate/increase are the exact (reset-aware, unextrapolated)
+increase over it (a rate per second of the window up to ``end``),
 percentiles merge the periods' sketches (1% relative error) and the extremes are exact.
 Periods not rolled up yet are computed from raw samples on the fly. ``auto`` takes the
 coarsest period that divides the step (raw when the step is under an hour).
@@ -465,7 +468,7 @@ def _exact_increase(
             out[s] += v
         return dict(out)
     hour = _PERIOD_US["hourly"]
-    rows = _period_rows(conn, infos, "hourly", start - start % hour, -(-end // hour) * hour)
+    rows = _period_rows(conn, infos, "hourly", start - start % hour, -(-end // hour) * hour, end)
     for row in rows:
         out[int(row[0])] += float(row[3])
     return dict(out)
@@ -664,7 +667,7 @@ def _window_quantiles(
 class _Rolled:
     """Evaluation over ``metric_aggregates`` rows (see the module docstring)."""
 
-    __slots__ = ("conn", "infos", "period", "query", "rows", "times")
+    __slots__ = ("conn", "infos", "period", "query", "rows", "shown", "spans", "times")
 
     def __init__(
         self,
@@ -685,13 +688,22 @@ class _Rolled:
         self.query = query
         self.infos = infos
         self.period = period
-        first = -(-query.start_us // length) * length
+        # Period boundaries, counted back by the step from the first boundary at or after
+        # `end`: the last window is the range's newest (perhaps unfinished) period, read
+        # up to `end` only, and reported at `end`.
         if period == "weekly":
             first = period_start(query.start_us + length - 1, "weekly")
-        self.times = np.arange(first, query.end_us + 1, step, dtype=np.int64)
-        low = int(self.times[0]) - window if len(self.times) else first
-        high = int(self.times[-1]) if len(self.times) else first
-        self.rows = _period_rows(conn, infos, period, low, high)  # type: ignore[arg-type]
+            last = period_start(query.end_us + length - 1, "weekly")
+        else:
+            first = -(-query.start_us // length) * length
+            last = -(-query.end_us // length) * length
+        self.times = last - step * np.arange((last - first) // step, -1, -1, dtype=np.int64)
+        self.shown = np.minimum(self.times, query.end_us)
+        # The part of each window up to `end`: what a rate divides by.
+        self.spans = self.shown - (self.times - window)
+        low = int(self.times[0]) - window
+        high = int(self.times[-1])
+        self.rows = _period_rows(conn, infos, period, low, high, query.end_us)  # type: ignore[arg-type]
 
     def evaluate(self) -> list[MetricSeries]:
         if not self.infos or not len(self.times) or not self.rows:
@@ -721,12 +733,12 @@ class _Rolled:
             seen[cell_series, col] = True
             values = np.where(seen, totals, np.nan)
             if agg in ("rate", "histogram_quantile"):
-                values = values / (window / _US)
+                values = values / (self.spans / _US)
             if agg == "histogram_quantile":
-                return _histogram_quantiles(self.infos, values, self.query, self.times)
+                return _histogram_quantiles(self.infos, values, self.query, self.shown)
             if self.query.group_by is None:
-                return _each(self.infos, values, self.times, with_name=False)
-            return _aggregate(self.infos, values, self.query, self.times, "sum")
+                return _each(self.infos, values, self.shown, with_name=False)
+            return _aggregate(self.infos, values, self.query, self.shown, "sum")
         values = np.full((n, m), np.nan)
         if agg in ("min", "max"):
             # The window's extremes, exact from the rows.
@@ -743,8 +755,8 @@ class _Rolled:
             final[:-1] = (cs[1:] != cs[:-1]) | (cc[1:] != cc[:-1])
             values[cs[final], cc[final]] = last[row[order][final]]
         if agg is None:
-            return _each(self.infos, values, self.times, with_name=True)
-        return _aggregate(self.infos, values, self.query, self.times, agg)
+            return _each(self.infos, values, self.shown, with_name=True)
+        return _aggregate(self.infos, values, self.query, self.shown, agg)
 
     def _percentiles(
         self,
@@ -771,7 +783,7 @@ class _Rolled:
             result[cells // len(self.times), :, cells % len(self.times)] = merged.T
         out: list[MetricSeries] = []
         for g, group_labels in enumerate(labels):
-            out.extend(_quantile_series(group_labels, qs, result[g], self.times))
+            out.extend(_quantile_series(group_labels, qs, result[g], self.shown))
         return out
 
 
@@ -781,9 +793,11 @@ def _period_rows(
     period: Literal["hourly", "daily", "weekly"],
     low: int,
     high: int,
+    until: int,
 ) -> list[tuple[Any, ...]]:
     """Rows (``ROW_COLUMNS``) of periods starting in ``[low, high)``, including periods
-    not (fully) rolled up yet, computed from raw samples and hourly rows on the fly."""
+    not (fully) rolled up yet, computed from raw samples and hourly rows on the fly; of
+    the samples at ``until`` and later, none."""
     if not infos:
         return []
     ids_json = msgspec.json.encode(sorted(s.id for s in infos)).decode()
@@ -791,6 +805,8 @@ def _period_rows(
         "SELECT complete_until FROM metric_rollup_state WHERE period_type = 'hourly'"
     ).fetchone()
     mark = int(mark_row[0]) if mark_row is not None else low
+    # The hour holding `until` and the ones after it are computed from raw samples.
+    mark = min(mark, until - until % _PERIOD_US["hourly"])
     stored = conn.execute(
         f"SELECT {ROW_COLUMNS} FROM metric_aggregates WHERE period_type = ? "
         "AND period_start_us >= ? AND period_start_us < ? "
@@ -808,7 +824,10 @@ def _period_rows(
         conn,
         list(infos),
         max(mark, low),
-        high if period == "hourly" else period_end(period_start(high - 1, period), period),
+        min(
+            until,
+            high if period == "hourly" else period_end(period_start(high - 1, period), period),
+        ),
     )
     fresh_parts = [(r[13], r[14], r[4], r[5], r[6], r[7], r[8], r[15], r[16], r[17]) for r in fresh]
     if period == "hourly":
