@@ -1,7 +1,7 @@
 """``tachimeter retention run`` and ``tachimeter rebuild``: keeping a store tidy and exact.
 
-Both open the store named by ``--db`` (default: the configured ``storage.path``), apply
-pending migrations first, and print what they did.
+Both open the existing store named by ``--store`` (or ``--db``; default: the configured
+``storage.path``), apply pending migrations first, and print what they did.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tachimeter.cli.options import StoreOption, existing_store, reported_errors
+
 __all__ = ["rebuild", "retention_app"]
 
 retention_app = typer.Typer(
@@ -22,16 +24,14 @@ retention_app = typer.Typer(
     no_args_is_help=True,
 )
 
-Db = Annotated[str | None, typer.Option("--db", help="The SQLite store (default: config).")]
-
 
 def _open(db: str | None) -> tuple[str, sqlite3.Connection]:
+    """A writable connection to an existing store, its pending migrations applied."""
     from tachimeter.config.sources import load_config
     from tachimeter.store.sqlite import SQLiteStore
 
-    config = load_config()
-    path = db or config.storage.path
-    SQLiteStore(path, config).close()  # creates the file and applies pending migrations
+    path = str(existing_store(db))  # a mistyped path is an error, not a new empty store
+    SQLiteStore(path, load_config()).close()  # applies pending migrations
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     return path, conn
@@ -39,11 +39,11 @@ def _open(db: str | None) -> tuple[str, sqlite3.Connection]:
 
 @retention_app.command("run")
 def retention_run(
-    db: Db = None,
+    db: StoreOption = None,
     vacuum: Annotated[bool, typer.Option(help="VACUUM afterwards (locks the file).")] = False,
 ) -> None:
     """Delete events, summaries, metric points and rollups, and finished missions past
-    their retention (``[retention] days`` in tachimeter.toml), in short batches.
+    their retention (retention.days in tachimeter.toml), in short batches.
 
     Example: tachimeter retention run --db ~/.local/share/tachimeter/analytics.db
     """
@@ -53,7 +53,8 @@ def retention_run(
     from tachimeter.store.summaries import run_retention
 
     config = load_config()
-    path, conn = _open(db)
+    with reported_errors():
+        path, conn = _open(db)
     now = dt.datetime.now(dt.UTC)
     try:
         events = run_retention(conn, config, now, vacuum=False)
@@ -78,16 +79,35 @@ def retention_run(
     Console().print(table)
 
 
-def rebuild(db: Db = None) -> None:
-    """Recompute every derived table (summaries, missions, time series from events)
-    from the raw events, in one transaction.
+def rebuild(
+    db: StoreOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Rebuild even when retention deleted events the summaries count."
+        ),
+    ] = False,
+) -> None:
+    """Recompute every derived table (summaries, missions, time series from events) from
+    the raw events, in one transaction.
+
+    Refused when retention has deleted raw events that the summaries or missions still
+    count (they are kept longer): the rebuild would lose that history. --force rebuilds
+    anyway.
 
     Example: tachimeter rebuild --db analytics.db
     """
     from tachimeter.config.sources import load_config
     from tachimeter.defaults import default_projections
+    from tachimeter.errors import StoreError
+    from tachimeter.store.summaries import events_missing_for_rebuild
 
-    path, conn = _open(db)
+    with reported_errors():
+        path, conn = _open(db)
+        missing = None if force else events_missing_for_rebuild(conn)
+        if missing is not None:
+            conn.close()
+            raise StoreError(f"not rebuilt: {missing}; pass --force to rebuild anyway")
     try:
         conn.execute("BEGIN IMMEDIATE")
         names = []

@@ -1,13 +1,14 @@
 """``tachimeter migrate``: show, apply and revert the store's schema migrations.
 
-The database is ``--db`` if given, else ``storage.path`` from the configuration (file and
-environment, as the library reads it). Opening never applies anything here: ``up`` does.
+The database is ``--store`` (or ``--db``) if given, else ``storage.path`` from the
+configuration (file and environment, as the library reads it). Opening never applies
+anything here: ``up`` does, and is the one command that creates a missing store.
 
     tachimeter migrate status
     tachimeter migrate up            # everything pending
     tachimeter migrate up 2          # up to version 2
-    tachimeter migrate down 1        # revert every migration above 1
-    tachimeter migrate down          # revert the newest one
+    tachimeter migrate down 1 --yes  # revert every migration above 1 (drops their data)
+    tachimeter migrate down          # revert the newest one (asks first)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from tachimeter.cli.options import StoreOption, existing_store, reported_errors, store_path
 
 if TYPE_CHECKING:  # imported when a command runs: `tachimeter --help` stays fast
     from tachimeter.store.sqlite import SQLiteStore
@@ -30,23 +33,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="The database file (default: storage.path of the configuration)."),
-]
 
-
-def _open(db: str | None) -> SQLiteStore:
+def _open(db: str | None, *, create: bool = False) -> SQLiteStore:
+    """The store, never migrated on opening; unless ``create``, it must exist (a mistyped
+    path is an error, not a new empty file)."""
     from tachimeter.config.sources import load_config
     from tachimeter.store.sqlite import SQLiteStore
 
-    overrides: dict[str, Any] = {} if db is None else {"storage.path": db}
-    config = load_config(**overrides)
-    return SQLiteStore(None, config, migrate=False)
+    path = store_path(db) if create else existing_store(db)
+    overrides: dict[str, Any] = {"storage.path": str(path)}
+    return SQLiteStore(None, load_config(**overrides), migrate=False)
 
 
 @app.command()
-def status(db: DbOption = None) -> None:
+def status(db: StoreOption = None) -> None:
     """List every migration: applied (when), pending, changed or unknown.
 
     Example: tachimeter migrate status --db ./analytics.db
@@ -54,7 +54,7 @@ def status(db: DbOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    with _open(db) as store:
+    with reported_errors(), _open(db) as store:
         states = store.migration_status()
         path = store.path
     table = Table(title=f"migrations of {path}")
@@ -70,13 +70,13 @@ def up(
     target: Annotated[
         int | None, typer.Argument(help="Apply up to this version (default: all).")
     ] = None,
-    db: DbOption = None,
+    db: StoreOption = None,
 ) -> None:
-    """Apply pending migrations, each in its own transaction.
+    """Apply pending migrations, each in its own transaction (creates the store if need be).
 
     Example: tachimeter migrate up
     """
-    with _open(db) as store:
+    with reported_errors(), _open(db, create=True) as store:
         applied = store.migrate(target)
         version = store.schema_version()
     done = ", ".join(map(str, applied)) if applied else "nothing to apply"
@@ -89,16 +89,37 @@ def down(
         int | None,
         typer.Argument(help="Revert every migration above this version (default: the newest)."),
     ] = None,
-    db: DbOption = None,
+    db: StoreOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Revert without asking (their tables are dropped).")
+    ] = False,
 ) -> None:
-    """Revert migrations, newest first, each in its own transaction.
+    """Revert migrations, newest first, each in its own transaction. A reverted
+    migration drops what it created, data included (reverting 1 drops the events), so
+    this asks first; --yes does not ask.
 
-    Example: tachimeter migrate down 2
+    Example: tachimeter migrate down 2 --yes
     """
-    with _open(db) as store:
+    import sys
+
+    with reported_errors(), _open(db) as store:
+        applied = [s.version for s in store.migration_status() if s.applied]
         if target is None:
-            applied = [s.version for s in store.migration_status() if s.applied]
             target = applied[-2] if len(applied) > 1 else 0
+        doomed = [v for v in reversed(applied) if v > target]
+        if doomed and not yes:
+            what = ", ".join(map(str, doomed))
+            if not sys.stdin.isatty():
+                typer.echo(
+                    f"error: reverting migrations {what} of {store.path} drops their tables "
+                    "and data; pass --yes to revert them",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            typer.confirm(
+                f"Revert migrations {what} of {store.path}? Their tables and data are dropped",
+                abort=True,
+            )
         reverted = store.revert(target)
         version = store.schema_version()
     done = ", ".join(map(str, reverted)) if reverted else "nothing to revert"

@@ -40,6 +40,7 @@ __all__ = [
     "WhereOption",
     "command_group",
     "database_file",
+    "existing_store",
     "parse_duration_seconds",
     "parse_time",
     "parse_where",
@@ -218,6 +219,17 @@ def store_path(store: str | None) -> Path:
     return Path(load_config().storage.path).expanduser()
 
 
+def existing_store(store: str | None) -> Path:
+    """:func:`store_path`, which must be a file: ``QueryError`` otherwise."""
+    path = store_path(store)
+    if not path.is_file():
+        raise QueryError(
+            f"no store at {str(path)!r}; pass --store, or fill one first "
+            "(tachimeter ingest FILE --store PATH)"
+        )
+    return path
+
+
 @contextlib.contextmanager
 def read_store(store: str | None) -> Iterator[sqlite3.Connection]:
     """A read-only connection to an existing store, closed after the block.
@@ -227,12 +239,7 @@ def read_store(store: str | None) -> Iterator[sqlite3.Connection]:
     """
     import sqlite3
 
-    path = store_path(store)
-    if not path.is_file():
-        raise QueryError(
-            f"no store at {str(path)!r}; pass --store, or fill one first "
-            "(tachimeter ingest FILE --store PATH)"
-        )
+    path = existing_store(store)
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")

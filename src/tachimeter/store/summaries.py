@@ -87,6 +87,7 @@ __all__ = [
     "TableRetention",
     "UserActivity",
     "backfill_funnel",
+    "events_missing_for_rebuild",
     "funnel_from_row",
     "iter_user_events",
     "json_path",
@@ -1792,6 +1793,52 @@ def rebuild_summaries(
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def events_missing_for_rebuild(conn: sqlite3.Connection) -> str | None:
+    """What a rebuild from the raw events would lose, or None when they cover it all.
+
+    Retention keeps summaries and missions longer than raw events (their own ages in
+    ``retention.days``), so after it ran, a rebuild would recompute them from fewer events
+    than they were made of. Found by the daily counts (and the other day-keyed summaries
+    and the missions) reaching before the oldest stored event, or counting more events on
+    its day than are stored.
+    """
+    oldest = conn.execute("SELECT min(timestamp) FROM analytics_events").fetchone()[0]
+    first_day = None if oldest is None else str(oldest)[:10]
+    for table, column in (
+        ("analytics_daily_counts", "date"),
+        ("user_activity", "date"),
+        ("feature_usage", "date"),
+        ("missions", "substr(created_at, 1, 10)"),
+    ):
+        earliest = conn.execute(f"SELECT min({column}) FROM {table}").fetchone()[0]
+        if earliest is not None and (first_day is None or str(earliest) < first_day):
+            held = "no events" if first_day is None else f"events from {first_day} on"
+            return (
+                f"{table} holds data from {earliest}, but analytics_events holds {held} "
+                "(retention deleted the older ones); a rebuild would drop what only the "
+                "summaries still know"
+            )
+    if first_day is not None:
+        counted = conn.execute(
+            "SELECT sum(event_count) FROM analytics_daily_counts WHERE date = ?", (first_day,)
+        ).fetchone()[0]
+        stored = conn.execute(
+            "SELECT count(*) FROM analytics_events WHERE timestamp >= ? AND timestamp < ?",
+            (first_day, _next_day(first_day)),
+        ).fetchone()[0]
+        if counted is not None and counted > stored:
+            return (
+                f"the summaries count {counted} events on {first_day}, analytics_events holds "
+                f"{stored} (retention deleted the others); a rebuild would lower that day's "
+                "figures"
+            )
+    return None
+
+
+def _next_day(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
 
 
 # -- dashboard metrics ----------------------------------------------------------------------
