@@ -102,6 +102,13 @@ def test_list_and_history_read_what_a_manager_stored(tmp_path: Path) -> None:
     # The fake clock is in the past: nothing happened in the last hour of real time.
     recent = runner.invoke(app, ["history", "--db", str(db), "--json", "--since", "1h"])
     assert json.loads(recent.output) == []
+    # --since takes an ISO date as every other --since does; --store names the database.
+    dated = runner.invoke(app, ["history", "--store", str(db), "--json", "--since", "2000-01-01"])
+    assert dated.exit_code == 0, dated.output
+    assert len(json.loads(dated.output)) == 2
+    bad_time = runner.invoke(app, ["history", "--db", str(db), "--since", "last week"])
+    assert bad_time.exit_code == 2 and bad_time.stderr.startswith("error: --since 'last week'")
+    assert runner.invoke(app, ["history", "--db", str(db), "--limit", "0"]).exit_code == 2
 
 
 def test_reading_commands_need_a_database(tmp_path: Path) -> None:

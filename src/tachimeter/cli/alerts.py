@@ -30,7 +30,9 @@ app = typer.Typer(
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="The database file (default: storage.path of the configuration)."),
+    typer.Option(
+        "--store", "--db", help="The database file (default: storage.path of the configuration)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -112,7 +114,7 @@ def check(
             format_duration(rule.for_),
             ", ".join(rule.channels) or "all",
         )
-    Console().print(table)
+    Console(markup=False).print(table)
     typer.echo("ok")
 
 
@@ -145,7 +147,7 @@ def list_alerts(db: DbOption = None, as_json: JsonOption = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False)
     alerts = Table(title=f"alerts in {path}")
     for column in ("rule", "labels", "state", "value", "since"):
         alerts.add_column(column)
@@ -175,35 +177,27 @@ def history(
     db: DbOption = None,
     rule: Annotated[str | None, typer.Option(help="Only this rule.")] = None,
     since: Annotated[
-        str | None, typer.Option(help="Only changes within this long ago: 1h, 7d.")
+        str | None, typer.Option(help="Only changes from this time: ISO-8601 or 1h, 7d ago.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many changes.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many changes.", min=1)] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Alert state changes, newest first, with the value that caused each.
 
     Example: tachimeter alerts history --since 1d --rule HighErrorRate
     """
-    from tachimeter.alerts.durations import parse_duration
     from tachimeter.alerts.history import events_to_builtins, read_alert_events
-    from tachimeter.errors import TachimeterError
+    from tachimeter.cli.options import parse_time, reported_errors
 
     path = _database(db, required=True)
     assert path is not None
-    try:
-        start = (
-            None
-            if since is None
-            else dt.datetime.now(dt.UTC) - dt.timedelta(seconds=parse_duration(since, "--since"))
-        )
+    with reported_errors():
+        start = None if since is None else parse_time(since, "--since")
         conn = _reader(path)
         try:
             events = read_alert_events(conn, rule=rule, since=start, limit=limit)
         finally:
             conn.close()
-    except TachimeterError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(events_to_builtins(events), indent=2))
         return
@@ -222,4 +216,4 @@ def history(
             _show_value(e.value),
             e.message or "",
         )
-    Console().print(table)
+    Console(markup=False).print(table)

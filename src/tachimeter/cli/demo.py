@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tachimeter.collect.collector import EventCollector
@@ -160,7 +161,7 @@ def run_demo(*, events: int, seed: int, out: str | None) -> None:
     console.print(figures)
     example = next((e for e in delivered if isinstance(e.data, ErrorEventData)), None)
     if example is not None:
-        console.print("[bold]a scrubbed error message:[/bold]", example.data.message)
+        console.print("[bold]a scrubbed error message:[/bold]", escape(example.data.message))
     if out is not None:
         console.print(f"events written to {out}")
 

@@ -656,7 +656,7 @@ def ingest(
 
     from tachimeter.cli.options import store_path
 
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, markup=False)
     with reported_errors():
         chosen = _format_of(file, format)
         decoder, config = _decoder()

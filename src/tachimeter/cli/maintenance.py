@@ -76,7 +76,7 @@ def retention_run(
     for period, count in sorted(series.aggregates.items()):
         table.add_row(f"metric rollups ({period})", f"{count:,}")
     table.add_row("missions", f"{missions:,}")
-    Console().print(table)
+    Console(markup=False).print(table)
 
 
 def rebuild(
@@ -121,4 +121,4 @@ def rebuild(
         raise
     finally:
         conn.close()
-    Console().print(f"rebuilt {', '.join(names)} in {path}")
+    Console(markup=False).print(f"rebuilt {', '.join(names)} in {path}")

@@ -62,7 +62,7 @@ def status(db: StoreOption = None) -> None:
         table.add_column(column)
     for state in states:
         table.add_row(str(state.version), state.name, state.state, state.applied_at or "")
-    Console().print(table)
+    Console(markup=False).print(table)
 
 
 @app.command()
