@@ -5,6 +5,7 @@ exit 2; a command's own exit status passes through; every help shows examples.""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,23 @@ def test_our_own_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     done = _run("query", "events", "--store", str(tmp_path / "none.db"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: no store at") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "events", "--count", "--since", "99999999d"],
+        ["report", "--until", "99999999d"],
+        ["missions", "list", "--since", "99999999d"],
+    ],
+)
+def test_a_duration_reaching_before_year_1_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    db = tmp_path / "a.db"
+    sqlite3.connect(db).close()
+    result = CliRunner().invoke(app, [*args, "--store", str(db)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --") and "reaches before year 1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_exit_statuses_of_commands_pass_through(tmp_path: Path) -> None:

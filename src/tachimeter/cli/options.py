@@ -139,7 +139,13 @@ def parse_time(text: str, name: str, *, now: dt.datetime | None = None) -> dt.da
         return current
     ago = _AGO.match(value.replace(" ", ""))
     if ago is not None:
-        return current - dt.timedelta(seconds=parse_duration_seconds(ago.group(1), name))
+        seconds = parse_duration_seconds(ago.group(1), name)
+        try:
+            return current - dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise QueryError(
+                f"{name} {text!r} reaches before year 1; give a shorter duration or a date"
+            ) from None
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
