@@ -290,3 +290,31 @@ def test_demo_output_round_trips_through_the_console_script(tmp_path: Path) -> N
     rows = sql.stdout.splitlines()
     assert rows[0] == "event_name,n"
     assert {r.split(",")[0]: int(r.split(",")[1]) for r in rows[1:]} == dict(by_name)
+
+
+def test_csv_with_a_bad_byte_rejects_only_its_record(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 costs its own record (here inside a quoted cell spanning
+    two lines), not the file; a byte-order mark and CRLF line ends are fine."""
+    source = tmp_path / "events.csv"
+    source.write_bytes(
+        b"\xef\xbb\xbfevent,timestamp,user_id\r\n"
+        b"csv_one,2024-03-01T10:00:00Z,u1\r\n"
+        b'csv_two,2024-03-01T10:00:01Z,"bad\r\n\xff\xfe"\r\n'
+        b"csv_three,2024-03-01T10:00:02Z,u3\r\n"
+    )
+    db = tmp_path / "a.db"
+    result = runner.invoke(app, ["ingest", str(source), "--store", str(db)])
+    assert result.exit_code == 1, result.output
+    reported = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert reported == ["line 3: not valid UTF-8 (byte 0: invalid start byte)"]
+    assert "read 3, stored 2, duplicates 0, rejected 1" in result.stdout
+    names = [r[0] for r in _rows(db, "SELECT event_name FROM analytics_events ORDER BY 1")]
+    assert names == ["csv_one", "csv_three"]
+
+
+def test_csv_header_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "events.csv"
+    source.write_bytes(b"event,times\xfftamp\nx,2024-03-01T00:00:00Z\n")
+    result = runner.invoke(app, ["ingest", str(source), "--store", str(tmp_path / "a.db")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: CSV header: not valid UTF-8 (byte 11: ")

@@ -381,18 +381,32 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[_Record]:
 def _csv_records(stream: BinaryIO) -> Iterator[_Record]:
     """Rows as JSON payloads; the header is checked when the first record is asked for."""
     import csv
-    import io
 
     import msgspec
 
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
-    reader = csv.reader(text)
+    # Each physical line is decoded on its own, so a bad byte costs only the record that
+    # holds it (a decoder over the whole stream fails a chunk of lines at once).
+    bad_utf8: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, raw in enumerate(stream, 1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad_utf8[number] = f"not valid UTF-8 (byte {exc.start}: {exc.reason})"
+                yield raw.decode("utf-8", "replace")
+
+    reader = csv.reader(lines())
     try:
         header = next(reader, None)
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         from tachimeter.errors import ValidationError
 
         raise ValidationError(f"CSV header: cannot be read: {exc}") from None
+    if header is not None and bad_utf8:
+        from tachimeter.errors import ValidationError
+
+        raise ValidationError(f"CSV header: {bad_utf8[min(bad_utf8)]}")
     if header is None:
         return
     mapping = CsvMapping(header)
@@ -403,12 +417,12 @@ def _csv_records(stream: BinaryIO) -> Iterator[_Record]:
             cells = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            # The text decoder fails on a whole chunk: the rest of the file is unreadable.
-            yield line, None, f"not valid UTF-8 ({exc.reason}); the rest of the file was not read"
-            return
         except csv.Error as exc:
             yield line, None, f"not valid CSV: {exc}"
+            continue
+        broken = [n for n in range(line, reader.line_num + 1) if n in bad_utf8]
+        if broken:
+            yield line, None, bad_utf8[broken[0]]
             continue
         if not cells or all(not c.strip() for c in cells):
             continue
