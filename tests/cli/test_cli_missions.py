@@ -165,6 +165,17 @@ def test_stats_filters_by_tag_and_creation_time(fleet: Fleet) -> None:
     assert got["by_backend"] == dict(Counter(m.backend for m in wanted))
 
 
+def test_stats_of_no_finished_missions_have_no_rates(fleet: Fleet) -> None:
+    """Nothing finished: no success rate or durations (not "0 % in 0 ms")."""
+    none = missions(fleet, "stats", "--since", "2030-01-01", "--until", "2030-02-01")
+    assert none["total_missions"] == 0
+    assert none["success_rate"] is None and none["avg_steps"] is None
+    assert none["median_execution_time_ms"] is None and none["p99_execution_time_ms"] is None
+    running = missions(fleet, "stats", "--status", "executing")
+    assert running["total_missions"] == running["active_missions"] > 0
+    assert running["success_rate"] is None and running["avg_steps"] is not None
+
+
 def test_list_filters_and_orders_newest_first(fleet: Fleet) -> None:
     failed = missions(fleet, "list", "--status", "failed", "--limit", "1000", format="csv")
     assert {r["mission_id"] for r in failed} == fleet.ids(status="failed")

@@ -230,6 +230,15 @@ def stats(
     values["top_tools"] = dict(metrics.top_tools)
     values["top_errors"] = dict(metrics.top_errors)
     values["by_status"] = {s.value: n for s, n in metrics.by_status.items()}
+    finished = metrics.total_missions - metrics.active_missions
+    # Spec 414's struct says 0.0 where nothing was measured: shown as no value, not as
+    # "0 % success in 0 ms".
+    unmeasured = {"success_rate", "avg_execution_time_ms", "median_execution_time_ms"}
+    unmeasured |= {"p90_execution_time_ms", "p95_execution_time_ms", "p99_execution_time_ms"}
+    if finished == 0:
+        values.update(dict.fromkeys(unmeasured, None))
+    if metrics.total_missions == 0:
+        values["avg_steps"] = None
     write_rows(record_of("stats", values, title="missions"), format.value)
 
 
