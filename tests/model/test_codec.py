@@ -171,7 +171,8 @@ def test_untagged_spec_data_decodes_to_the_right_variant(data: Any, expected: An
             b'{"id": "018f0000-0000-7000-8000-000000000000", "event_type": "nope", '
             b'"timestamp": "2024-01-01T00:00:00Z"}',
             "$.event_type",
-            "Invalid enum value 'nope'",
+            "Invalid enum value 'nope' - at `$.event_type`; a custom event type is written "
+            '{"custom": "nope"}',
         ),
         (
             b'{"id": "018f0000-0000-7000-8000-000000000000", "event_type": "feature_used", '

@@ -107,6 +107,7 @@ _REQUIRED: Final[dict[type[Any], frozenset[str]]] = {
     for _, cls, _ in _STRICT_SHAPES
 }
 _PATH_RE: Final = re.compile(r"- at `(\$[^`]*)`$")
+_UNKNOWN_ENUM_RE: Final = re.compile(r"Invalid enum value '([^']*)' ")
 
 
 # -- data payloads ----------------------------------------------------------------------
@@ -372,4 +373,8 @@ def _with_prefix(exc: Exception, prefix: str) -> ValidationError:
     if match is None:
         return ValidationError(f"{message} - at `{prefix}`", path=prefix)
     path = prefix + match.group(1)[1:]
-    return ValidationError(f"{message[: match.start()]}- at `{path}`", path=path)
+    text = f"{message[: match.start()]}- at `{path}`"
+    unknown = _UNKNOWN_ENUM_RE.match(message)
+    if unknown is not None and path.endswith(".event_type"):
+        text += f'; a custom event type is written {{"custom": "{unknown.group(1)}"}}'
+    return ValidationError(text, path=path)
