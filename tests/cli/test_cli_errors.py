@@ -120,3 +120,13 @@ def test_every_help_shows_examples(path: tuple[str, ...]) -> None:
     done = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
     assert done.exit_code == 0, done.output
     assert "Example: " in done.output, done.output
+
+
+def test_help_paragraphs_flow_to_the_width_and_keep_their_words() -> None:
+    """Docstrings are wrapped at 88 columns in the source; a help wider than that joins
+    their lines (they used to break mid-sentence), and keeps text in brackets."""
+    done = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "200"})
+    assert "the exit status is 1 when any was rejected" in done.output
+    assert "prop.KEY columns" in done.output
+    retention = CliRunner().invoke(app, ["retention", "run", "--help"], env={"COLUMNS": "200"})
+    assert "(retention.days in tachimeter.toml)" in retention.output

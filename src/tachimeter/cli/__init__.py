@@ -14,6 +14,7 @@ from tachimeter.model.data import library_version
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="tachimeter",
     help="Local-first analytics and telemetry for AI-agent systems.\n\n"
     "Example: tachimeter demo --store .demo/analytics.db --serve\n\n"

@@ -20,6 +20,7 @@ import typer
 __all__ = ["app"]
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="alerts",
     help="Check alert rule files, list live alerts, show alert history.\n\n"
     "Example: tachimeter alerts check alerts.toml --db ./analytics.db",

@@ -654,7 +654,7 @@ def ingest(
     exit status is 1 when any was rejected, unless --allow-rejects. Events already in
     the store are skipped, so a file can be ingested again after fixing it. CSV columns:
     event (or event_name), timestamp, user_id, session_id, properties (JSON) and
-    prop.<key> columns, id, category, priority, call, page_url, referrer, context,
+    prop.KEY columns, id, category, priority, call, page_url, referrer, context,
     mission_id: every column of tachimeter export --what events --format csv, which
     ingests back to the same rows.
 

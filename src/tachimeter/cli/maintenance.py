@@ -19,6 +19,7 @@ from tachimeter.cli.options import StoreOption, existing_store, reported_errors
 __all__ = ["rebuild", "retention_app"]
 
 retention_app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Apply the configured retention: delete data past its age, per table and tier.\n\n"
     "Example: tachimeter retention run --db ./analytics.db",
     no_args_is_help=True,

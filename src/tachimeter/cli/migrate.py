@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported when a command runs: `tachimeter --help` stays fas
 __all__ = ["app"]
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="migrate",
     help="Show, apply and revert the store's schema migrations.\n\n"
     "Example: tachimeter migrate status --db ./analytics.db",

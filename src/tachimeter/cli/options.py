@@ -99,6 +99,7 @@ def command_group(name: str, help: str) -> typer.Typer:
     'missions'
     """
     return typer.Typer(
+        rich_markup_mode="markdown",
         name=name,
         help=help,
         no_args_is_help=True,
