@@ -46,3 +46,15 @@ def test_generated_events_are_reproducible() -> None:
     first = generate_agent_events(300, seed=3)
     assert len(first) == 300
     assert [k for k, _ in first] == [k for k, _ in generate_agent_events(300, seed=3)]
+
+
+def test_the_same_seed_keeps_the_same_events_through_sampling(tmp_path: Path) -> None:
+    """The collector samples performance events (rate 0.1): its draws are seeded too."""
+    kept = []
+    for run in range(2):
+        out = tmp_path / f"events-{run}.jsonl"
+        result = runner.invoke(app, ["demo", "--events", "1500", "--seed", "5", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        kept.append(sorted(json.dumps([e["event_type"], e.get("data")]) for e in events))
+    assert kept[0] == kept[1]

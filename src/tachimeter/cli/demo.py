@@ -121,6 +121,7 @@ def run_demo(*, events: int, seed: int, out: str | None) -> None:
             "storage.path": str(Path(tmp) / "demo.db"),
             "collection.queue_capacity": max(10_000, events),
             "collection.buffer_size": 500,
+            "sampling.seed": seed,  # the sampler's draws too: same seed, same events
         }
         config = load_config(env={}, cwd=tmp, **settings)
         collector = EventCollector(config, sinks=sinks, register_atexit=False)
@@ -281,7 +282,12 @@ def seed_store(path: str, *, events: int, missions: int, seed: int, days: int = 
     from tachimeter.model.timestamps import to_ns
 
     rng = random.Random(seed)
-    settings: dict[str, Any] = {"storage.path": path, "collection.queue_capacity": 50_000}
+    # The sampler's draws are seeded too: the same seed keeps the same events.
+    settings: dict[str, Any] = {
+        "storage.path": path,
+        "collection.queue_capacity": 50_000,
+        "sampling.seed": seed,
+    }
     config = load_config(env={}, **settings)
     collector = EventCollector(config, sinks=default_sinks(config), register_atexit=False)
     now = dt.datetime.now(dt.UTC)
