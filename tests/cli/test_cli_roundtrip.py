@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,6 @@ def _rows(path: Path) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _values(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """JSON columns as values: the report world builds some float fields from ints (a
-    ``BusinessEventData.value`` of 3573), stored as ``3573``; decoded again they are the
-    model's float, ``3573.0``, exactly as in the JSON lines round trip."""
-    return (*row[:6], json.loads(row[6] or "null"), json.loads(row[7]), *row[8:])
-
-
 def _invoke(*args: str) -> Any:
     return runner.invoke(app, list(args))
 
@@ -142,10 +136,11 @@ def test_exported_csv_ingests_into_a_fresh_store_as_the_same_rows(
     count = len(original)
     assert f"read {count:,}, stored {count:,}, duplicates 0, rejected 0" in ingested.stdout
     assert [r[0] for r in copied] == [r[0] for r in original]  # same ids
-    assert [_values(r) for r in copied] == [_values(r) for r in original]
-    # The odd events were built with exact types: their rows are equal to the byte.
+    # Equal to the byte, JSON columns included: an integer value of a business payload
+    # (3573 tokens) stays an integer through export and ingest.
+    assert copied == original
+    assert any(re.search(r'"value":\d+[,}]', r[6] or "") for r in original)
     odd = set(odd_ids)
-    assert [r for r in copied if r[0] in odd] == [r for r in original if r[0] in odd]
     kinds = {(r[1], json.loads(r[7])["data_kind"], r[12]) for r in original if r[0] in odd}
     assert {"page", "identify"} <= {k[0] for k in kinds}
     assert {"custom", "empty", "key_value", "usage"} <= {k[1] for k in kinds}

@@ -93,7 +93,7 @@ class PerformanceEventData(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     metric: str
-    value: float
+    value: int | float  # a number; an integer stays one through storage and the wire
     unit: str
     tags: dict[str, str] = {}
 
@@ -123,7 +123,7 @@ class BusinessEventData(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     metric_type: BusinessMetricType
-    value: float
+    value: int | float  # a number; an integer (tokens) stays one through storage and the wire
     unit: str
     backend: str | None = None
     model: str | None = None
