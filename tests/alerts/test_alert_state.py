@@ -368,3 +368,18 @@ def test_sqlite_history_on_a_connection_reads_back_newest_first(clock: FakeClock
     events = history.events(rule="Backlog")
     assert [e.to_state for e in events] == [AlertState.RESOLVED, AlertState.FIRING]
     assert history.events(since=clock.now - dt.timedelta(seconds=30)) == events[:1]
+
+
+def test_a_resolved_alert_describes_the_evaluation_that_resolved_it() -> None:
+    """Value, threshold and details all come from the latest evaluation: a summary such
+    as "16 of 17 events were errors" at resolve is about the window that resolved it."""
+    from tachimeter.alerts.conditions import Observation
+    from tachimeter.alerts.state import Alert
+
+    alert = Alert("HighErrorRate", {})
+    firing = Observation(active=True, value=0.95, threshold=0.5, details={"errors": 20, "n": 21})
+    assert alert.advance(firing, now=0.0, for_=0.0, keep_firing_for=0.0) is AlertState.FIRING
+    quiet = Observation(active=False, value=None, threshold=0.5, details={"errors": 16, "n": 17})
+    assert alert.advance(quiet, now=60.0, for_=0.0, keep_firing_for=0.0) is AlertState.RESOLVED
+    assert alert.status().details == {"errors": 16, "n": 17}
+    assert alert.status().value is None

@@ -171,10 +171,12 @@ class Alert:
         """Apply one evaluation's observation (None: the label set was not returned);
         the new state when it changed, else None."""
         if observation is not None:
+            # Value, threshold and details all describe the latest evaluation, so a
+            # resolved alert's summary speaks of the window that resolved it.
             self.value = observation.value
             self.threshold = observation.threshold
+            self.details = dict(observation.details)
             if observation.active:
-                self.details = dict(observation.details)
                 self.period = observation.period
         holds = observation is not None and observation.active
         state = self.state

@@ -82,12 +82,12 @@ def check(
     Custom conditions name functions registered in code; their names are not checked
     here. Example: tachimeter alerts check alerts.toml --db ./analytics.db
     """
-    from rich.console import Console
     from rich.table import Table
 
     from tachimeter.alerts.durations import format_duration
     from tachimeter.alerts.loader import load_rules
     from tachimeter.alerts.sources import metric_catalog
+    from tachimeter.cli.output import plain_console
     from tachimeter.errors import TachimeterError
 
     catalog = None
@@ -115,7 +115,7 @@ def check(
             format_duration(rule.for_),
             ", ".join(rule.channels) or "all",
         )
-    Console(markup=False).print(table)
+    plain_console().print(table)
     typer.echo("ok")
 
 
@@ -145,10 +145,11 @@ def list_alerts(db: DbOption = None, as_json: JsonOption = False) -> None:
             )
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(markup=False)
+    from tachimeter.cli.output import plain_console
+
+    console = plain_console()
     alerts = Table(title=f"alerts in {path}")
     for column in ("rule", "labels", "state", "value", "since"):
         alerts.add_column(column)
@@ -202,8 +203,9 @@ def history(
     if as_json:
         typer.echo(json.dumps(events_to_builtins(events), indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from tachimeter.cli.output import plain_console
 
     table = Table(title=f"alert history in {path}")
     for column in ("at", "rule", "labels", "change", "value", "message"):
@@ -217,4 +219,4 @@ def history(
             _show_value(e.value),
             e.message or "",
         )
-    Console(markup=False).print(table)
+    plain_console().print(table)

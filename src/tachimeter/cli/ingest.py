@@ -666,11 +666,10 @@ def ingest(
 
     Example: tachimeter ingest exported.csv --store copy.db  (written by tachimeter export)
     """
-    from rich.console import Console
-
     from tachimeter.cli.options import store_path
+    from tachimeter.cli.output import plain_console
 
-    errors = Console(stderr=True, markup=False)
+    errors = plain_console(stderr=True)
     with reported_errors():
         chosen = _format_of(file, format)
         decoder, config = _decoder()

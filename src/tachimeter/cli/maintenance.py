@@ -11,10 +11,10 @@ import sqlite3
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tachimeter.cli.options import StoreOption, existing_store, reported_errors
+from tachimeter.cli.output import plain_console
 
 __all__ = ["rebuild", "retention_app"]
 
@@ -77,7 +77,7 @@ def retention_run(
     for period, count in sorted(series.aggregates.items()):
         table.add_row(f"metric rollups ({period})", f"{count:,}")
     table.add_row("missions", f"{missions:,}")
-    Console(markup=False).print(table)
+    plain_console().print(table)
 
 
 def rebuild(
@@ -122,4 +122,4 @@ def rebuild(
         raise
     finally:
         conn.close()
-    Console(markup=False).print(f"rebuilt {', '.join(names)} in {path}")
+    plain_console().print(f"rebuilt {', '.join(names)} in {path}")

@@ -52,8 +52,9 @@ def status(db: StoreOption = None) -> None:
 
     Example: tachimeter migrate status --db ./analytics.db
     """
-    from rich.console import Console
     from rich.table import Table
+
+    from tachimeter.cli.output import plain_console
 
     with reported_errors(), _open(db) as store:
         states = store.migration_status()
@@ -63,7 +64,7 @@ def status(db: StoreOption = None) -> None:
         table.add_column(column)
     for state in states:
         table.add_row(str(state.version), state.name, state.state, state.applied_at or "")
-    Console(markup=False).print(table)
+    plain_console().print(table)
 
 
 @app.command()

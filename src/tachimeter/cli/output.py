@@ -30,11 +30,22 @@ import enum
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, TypeAlias
 
 import msgspec
 
-__all__ = ["OutputFormat", "Rows", "record_of", "rows_of", "unique_keys", "write_rows"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "OutputFormat",
+    "Rows",
+    "plain_console",
+    "record_of",
+    "rows_of",
+    "unique_keys",
+    "write_rows",
+]
 
 OutputFormat: TypeAlias = Literal["table", "json", "csv"]
 
@@ -179,17 +190,27 @@ def _numeric(section: Rows, index: int) -> bool:
     )
 
 
-def _write_table(sections: Sequence[Rows], out: TextIO | None) -> None:
+def plain_console(out: TextIO | None = None, *, stderr: bool = False) -> Console:
+    """A rich console for stored text: no markup is read from what it prints (a value
+    such as ``[/]`` prints as it is), and into a pipe or a file a table keeps its natural
+    width instead of folding ids and timestamps to the 80 columns rich assumes there."""
     from rich.console import Console
+
+    console = Console(file=out, stderr=stderr, markup=False, highlight=False)
+    if not console.is_terminal:
+        console = Console(
+            file=out, stderr=stderr, markup=False, highlight=False, width=_PIPED_WIDTH
+        )
+    return console
+
+
+def _write_table(sections: Sequence[Rows], out: TextIO | None) -> None:
     from rich.table import Table
     from rich.text import Text
 
     # Cells are Text, never markup: stored values such as "[error] disk full" or "[/]"
-    # print as they are. Into a pipe or a file, a table keeps its natural width instead
-    # of folding ids and timestamps to the 80 columns rich assumes there.
-    console = Console(file=out, highlight=False)
-    if not console.is_terminal:
-        console = Console(file=out, highlight=False, width=_PIPED_WIDTH)
+    # print as they are.
+    console = plain_console(out)
     for section in sections:
         title = Text(section.title or section.name, style="table.title")
         if section.record:
