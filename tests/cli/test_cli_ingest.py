@@ -318,3 +318,26 @@ def test_csv_header_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(source), "--store", str(tmp_path / "a.db")])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: CSV header: not valid UTF-8 (byte 11: ")
+
+
+def test_csv_dates_alone_are_midnight_and_milliseconds_get_a_hint(tmp_path: Path) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text(
+        "event,timestamp,user_id\n"
+        "csv_day,2024-03-01,u1\n"
+        "csv_seconds,1709251200,u2\n"
+        "csv_millis,1709251200000,u3\n"
+    )
+    db = tmp_path / "a.db"
+    result = runner.invoke(app, ["ingest", str(source), "--store", str(db)])
+    assert result.exit_code == 1, result.output
+    reported = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert reported == [
+        "line 4: timestamp: '1709251200000' is out of range as Unix seconds; milliseconds "
+        "since the epoch? write seconds (divide by 1000)"
+    ]
+    stored = _rows(db, "SELECT event_name, timestamp FROM analytics_events ORDER BY 1")
+    assert stored == [
+        ("csv_day", "2024-03-01T00:00:00.000000Z"),
+        ("csv_seconds", "2024-03-01T00:00:00.000000Z"),
+    ]

@@ -109,6 +109,11 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def test_a_directory_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"is a directory; name a file in it, such as .*analytics"):
+        SQLiteStore(tmp_path)
+
+
 def test_writes_store_each_event_once_and_count_like_python(store: SQLiteStore) -> None:
     events = seeded_events(1500, seed=1)
     first = store.write_batch(events[:1000])

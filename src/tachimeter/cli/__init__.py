@@ -45,7 +45,7 @@ def _root(
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="How many events to generate.")] = 5_000,
+    events: Annotated[int, typer.Option(help="How many events to generate.", min=1)] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
     out: Annotated[
         str | None,
@@ -55,11 +55,11 @@ def demo(
         str | None,
         typer.Option(help="Also fill this SQLite store with 30 days of events and missions."),
     ] = None,
-    missions: Annotated[int, typer.Option(help="Missions to track into --store.")] = 400,
+    missions: Annotated[int, typer.Option(help="Missions to track into --store.", min=0)] = 400,
     serve: Annotated[
         bool, typer.Option(help="Then serve the dashboard over --store (until Ctrl-C).")
     ] = False,
-    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8717,
+    port: Annotated[int, typer.Option(help="Port for --serve.", min=1, max=65_535)] = 8717,
 ) -> None:
     """Generate realistic agent events, validate, scrub and encode them, and summarize;
     with --store, fill a store with 30 days of them plus tracked missions; with --serve,

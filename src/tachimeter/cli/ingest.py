@@ -24,7 +24,8 @@ column                        meaning
 ``event_type``                the event name when there is no ``event`` or ``event_name``
                               column; next to one of them, the call kind, as in spec 355's
                               table and the export (same as ``call``)
-``timestamp``                 required: ISO-8601 (no offset means UTC) or Unix seconds
+``timestamp``                 required: ISO-8601 (no offset means UTC; a date alone is its
+                              midnight) or Unix seconds
 ``user_id``, ``session_id``   optional; an empty cell is no value (in every column)
 ``properties``                the event's data as JSON, usually an object; another JSON
                               value is custom data
@@ -322,17 +323,27 @@ class CsvMapping:
 
     @staticmethod
     def _timestamp_text(text: str) -> str:
-        """ISO text as given; Unix seconds as ISO text."""
+        """ISO text as given (a date alone is its midnight, UTC); Unix seconds as ISO text."""
         import datetime as dt
 
         try:
             seconds = float(text)
         except ValueError:
+            if len(text) == 10:
+                try:
+                    return dt.date.fromisoformat(text).isoformat() + "T00:00:00Z"
+                except ValueError:
+                    pass
             return text
         try:
             return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
         except (OverflowError, OSError, ValueError):
-            raise _Reject(f"timestamp: {text!r} is out of range as Unix seconds") from None
+            hint = (
+                "; milliseconds since the epoch? write seconds (divide by 1000)"
+                if abs(seconds) >= 1e11
+                else ""
+            )
+            raise _Reject(f"timestamp: {text!r} is out of range as Unix seconds{hint}") from None
 
     def _derived_id(self, wire: dict[str, Any]) -> str:
         """A UUIDv7 whose time is the event's and whose other bits hash its content."""

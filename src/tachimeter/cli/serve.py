@@ -19,11 +19,16 @@ def serve(
         typer.Option(help="Address to listen on (default 127.0.0.1; others need API keys)."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port (default 8717; 0 picks a free one).")
+        int | None,
+        typer.Option(help="Port (default 8717; 0 picks a free one).", min=0, max=65_535),
     ] = None,
     db: Annotated[
         Path | None,
-        typer.Option(help="The SQLite store (default: storage.path of the configuration)."),
+        typer.Option(
+            "--store",
+            "--db",
+            help="The SQLite store (default: storage.path of the configuration).",
+        ),
     ] = None,
     config: Annotated[
         Path | None,

@@ -365,6 +365,11 @@ class SQLiteStore:
         self._closed = False
         self._reported_malformed = False
         self._encoder = _RowEncoder()
+        if self._path.is_dir():
+            raise StoreError(
+                f"the store {self._where!r} is a directory; name a file in it, such as "
+                f"{str(self._path / 'analytics.db')!r}"
+            )
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
