@@ -130,3 +130,36 @@ def test_help_paragraphs_flow_to_the_width_and_keep_their_words() -> None:
     assert "prop.KEY columns" in done.output
     retention = CliRunner().invoke(app, ["retention", "run", "--help"], env={"COLUMNS": "200"})
     assert "(retention.days in tachimeter.toml)" in retention.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["query", "sql", "select 1", "--timeout", "99999"], "error: --timeout must be in"),
+        (
+            ["query", "metrics", "up", "--aggregation", "percentiles", "-q", "2"],
+            "error: --quantile must be numbers in [0, 1]",
+        ),
+        (
+            ["query", "trends", "--event", "x", "--measure", "sum"],
+            "error: measure 'sum' needs --property,",
+        ),
+        (["query", "events", "--call", "bogus"], "error: --call must be one of track, page"),
+        (
+            ["query", "funnel", "--step", "a", "--step", "b", "--window", "400d"],
+            "error: funnel 'a > b': --window must be above zero and at most 366 days",
+        ),
+        (["query", "funnel", "--name", "nope"], "error: no funnel named 'nope'; give its --step"),
+        (["missions", "list", "--status", "bogus"], "error: --status: 'bogus' is not a mission"),
+    ],
+)
+def test_api_errors_name_the_option_that_was_typed(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    db = tmp_path / "a.db"
+    from tachimeter.store.sqlite import SQLiteStore
+
+    SQLiteStore(db).close()
+    result = CliRunner().invoke(app, [*args, "--store", str(db)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(says), result.stderr

@@ -14,7 +14,7 @@ Every command reads the store read-only (``--store``, default ``storage.path``) 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
@@ -64,6 +64,13 @@ ModelOption = Annotated[
 TagOption = Annotated[
     list[str] | None, typer.Option("--tag", help="Only with this tag, repeatable.")
 ]
+# The API's names in its messages, as the commands' options (reported_errors).
+_OPTIONS: Final = {
+    "MissionFilter.status": "--status",
+    "is not a valid MissionStatus": "is not a mission status",
+    "MissionFilter.": "--",
+}
+
 StatusOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -116,7 +123,7 @@ def list_(
     """
     from tachimeter.analyze.missions import list_missions
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_OPTIONS), read_store(store) as conn:
         missions = list_missions(
             conn, _filter(since, until, backend, model, tag, status), limit=limit
         )
@@ -151,7 +158,7 @@ def show(
     from tachimeter.errors import QueryError
     from tachimeter.missions import read_mission
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_OPTIONS), read_store(store) as conn:
         mission = read_mission(conn, mission_id.strip())
         if mission is None:
             raise QueryError(
@@ -224,7 +231,7 @@ def stats(
 
     from tachimeter.analyze.missions import calculate_metrics
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_OPTIONS), read_store(store) as conn:
         metrics = calculate_metrics(conn, _filter(since, until, backend, model, tag, status))
     values: dict[str, Any] = msgspec.structs.asdict(metrics)
     values["top_tools"] = dict(metrics.top_tools)
@@ -269,7 +276,7 @@ def compare(
     """
     from tachimeter.analyze.missions import compare as compare_groups
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_OPTIONS), read_store(store) as conn:
         result = compare_groups(
             conn,
             by=by.value,
@@ -375,7 +382,7 @@ def patterns(
     """
     from tachimeter.analyze.missions import detect_patterns
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_OPTIONS), read_store(store) as conn:
         report = detect_patterns(
             conn,
             _filter(since, until, backend, model, tag, None),

@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -262,14 +262,19 @@ def database_file(conn: sqlite3.Connection) -> str:
 
 
 @contextlib.contextmanager
-def reported_errors() -> Iterator[None]:
+def reported_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
     """Tachimeter errors inside the block print one ``error: ...`` line and exit 2.
 
     The same as the console script's ``main()`` does, so that a command behaves alike when
-    run in-process (typer's test runner, another program's ``app()``).
+    run in-process (typer's test runner, another program's ``app()``). ``options`` maps
+    the Python API's parameter names, as its messages name them, to the command's options
+    (``{"timeout_seconds": "--timeout"}``): the user is told about what they typed.
     """
     try:
         yield
     except TachimeterError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        message = str(exc)
+        for name, option in (options or {}).items():
+            message = message.replace(name, option)
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None

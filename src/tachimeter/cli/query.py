@@ -48,6 +48,26 @@ app = command_group(
     'Example: tachimeter query sql "SELECT event_name, count(*) FROM analytics_events GROUP BY 1"',
 )
 
+# The API's names in its messages, as the commands' options (reported_errors).
+_EVENTS_OPTIONS: Final = {"event_type must be among": "--call must be one of"}
+_TRENDS_OPTIONS: Final = {
+    "needs property=,": "needs --property,",
+    "property='duration_ms'": "--property duration_ms",
+    "property=": "--property ",
+    "breakdown_limit": "--limit",
+}
+_FUNNEL_OPTIONS: Final = {
+    "conversion_window": "--window",
+    "define it with define_funnel() or pass a FunnelDefinition": "give its --step options",
+}
+_METRICS_OPTIONS: Final = {
+    "MetricQuery.quantiles": "--quantile",
+    "MetricQuery.step": "--step",
+    "MetricQuery.window": "--window",
+    "MetricQuery.resolution": "--resolution",
+}
+_SQL_OPTIONS: Final = {"timeout_seconds": "--timeout", "max_rows": "--limit"}
+
 # search_events returns at most this many events per page; longer listings page on.
 _PAGE: Final = 1_000
 _EVENT_COLUMNS: Final = (
@@ -175,7 +195,7 @@ def events(
     """
     from tachimeter.analyze.events import count_events, search_events
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_EVENTS_OPTIONS), read_store(store) as conn:
         start, end = time_range(since, until)
         # The same filters for the count and the listing.
         filters: dict[str, Any] = {
@@ -240,7 +260,7 @@ def trends(
     """
     from tachimeter.analyze.events import trend
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_TRENDS_OPTIONS), read_store(store) as conn:
         start, end = time_range(since, until)
         assert start is not None
         result = trend(
@@ -298,7 +318,7 @@ def funnel(
     from tachimeter.errors import QueryError
     from tachimeter.store.summaries import FunnelDefinition, FunnelStep
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_FUNNEL_OPTIONS), read_store(store) as conn:
         start, end = time_range(since, until)
         assert start is not None
         report: FunnelReport
@@ -452,7 +472,7 @@ def metrics(
     from tachimeter.analyze.metrics import MetricQuery, MetricsEngine
     from tachimeter.store.timeseries import find_series
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_METRICS_OPTIONS), read_store(store) as conn:
         if not names:
             listed = find_series(conn, None)
             write_rows(
@@ -514,7 +534,7 @@ def sql(
     """
     from tachimeter.analyze.sql import run_sql
 
-    with reported_errors(), read_store(store) as conn:
+    with reported_errors(_SQL_OPTIONS), read_store(store) as conn:
         result = run_sql(conn, statement, timeout_seconds=timeout, max_rows=limit)
     write_rows(
         Rows(name="rows", columns=tuple(result.columns), rows=result.rows, title="query"),

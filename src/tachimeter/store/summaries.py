@@ -449,13 +449,19 @@ class FunnelDefinition(msgspec.Struct, frozen=True, kw_only=True):
             )
         window = self.conversion_window
         if not isinstance(window, dt.timedelta) or not (dt.timedelta(0) < window <= _MAX_WINDOW):
+            shown = (
+                f"{window.total_seconds():.0f} s"
+                if isinstance(window, dt.timedelta)
+                else repr(window)
+            )
             raise QueryError(
-                f"funnel {self.name!r}: conversion_window must be a timedelta above zero and "
-                f"at most {_MAX_WINDOW.days} days, got {window!r}"
+                f"funnel {self.name!r}: conversion_window must be above zero and at most "
+                f"{_MAX_WINDOW.days} days ({_MAX_WINDOW.total_seconds():.0f} s), got {shown}"
             )
         if window % dt.timedelta(seconds=1):
             raise QueryError(
-                f"funnel {self.name!r}: conversion_window must be whole seconds, got {window!r}"
+                f"funnel {self.name!r}: conversion_window must be whole seconds, got "
+                f"{window.total_seconds()} s"
             )
         last = len(self.steps) - 1
         for i, exclusion in enumerate(self.exclusions):
