@@ -9,7 +9,10 @@ import sqlite3
 import uuid
 
 import msgspec
+import pytest
 from serving import ServerProcess, stored_ids, wire_events
+
+from tachimeter.model.timestamps import format_timestamp
 
 
 def _search(server: ServerProcess, query: str) -> list[dict]:
@@ -202,29 +205,76 @@ def test_a_large_batch_encoded_off_the_writer_is_stored_once_and_sanitized(
     assert all(e["properties"]["api_key"] == "[REDACTED]" for e in found)
 
 
-def test_event_names_count_whole_days_of_the_range(server: ServerProcess) -> None:
-    """``GET /v1/events/names`` counts each name over the range's whole UTC days, most
-    frequent first; recomputed here from the raw rows of the store file."""
+def test_event_names_count_exactly_the_range(server: ServerProcess) -> None:
+    """``GET /v1/events/names`` counts each name in ``[start, end)``, most frequent first,
+    whole days from the rollup and the edges' parts of days from the raw events;
+    recomputed here from the raw rows of the store file."""
     now = dt.datetime.now(dt.UTC)
-    events = wire_events(4, "names_probe_recent") + wire_events(2, "names_probe_old")
-    for event, days in zip(events, (0, 1, 3, 29, 3, 45), strict=True):
+    events = wire_events(6, "names_probe_recent") + wire_events(3, "names_probe_old")
+    ages = (0, 0.3, 1, 3.5, 29.9, 30.1, 3, 45, 2.5)
+    for event, days in zip(events, ages, strict=True):
         moment = now - dt.timedelta(days=days)
         event["timestamp"] = moment.isoformat().replace("+00:00", "Z")
     answer = server.post_json("/v1/events", {"events": events})
     assert answer.status == 200, answer.body
-    names = server.get("/v1/events/names?start=-30d").json()
-    first_day = (now - dt.timedelta(days=30)).date().isoformat()
     conn = sqlite3.connect(f"{server.db.as_uri()}?mode=ro", uri=True)
-    try:
-        expected = dict(
+
+    def recount(lo: dt.datetime, hi: dt.datetime) -> dict[str, int]:
+        return dict(
             conn.execute(
-                "SELECT event_name, count(*) FROM analytics_events WHERE timestamp >= ? GROUP BY 1",
-                [f"{first_day}T00:00:00.000000Z"],
+                "SELECT event_name, count(*) FROM analytics_events "
+                "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1",
+                [format_timestamp(lo), format_timestamp(hi)],
             ).fetchall()
         )
+
+    def iso(moment: dt.datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    try:
+        ranges = [
+            (now - dt.timedelta(days=30), None),  # the dashboard's: -30d to now
+            (now - dt.timedelta(days=4, hours=5), now - dt.timedelta(days=2, hours=1)),
+            (now - dt.timedelta(days=3, hours=13), now - dt.timedelta(days=3, hours=11)),
+            (now - dt.timedelta(days=40), now - dt.timedelta(days=2)),
+        ]
+        for lo, hi in ranges:
+            query = f"start={iso(lo)}" + ("" if hi is None else f"&end={iso(hi)}")
+            names = server.get(f"/v1/events/names?{query}").json()
+            expected = recount(lo, hi or dt.datetime.now(dt.UTC))
+            assert {n["name"]: n["count"] for n in names} == expected, (lo, hi)
+            counts = [n["count"] for n in names]
+            assert counts == sorted(counts, reverse=True)
+        assert recount(now - dt.timedelta(days=30), now)["names_probe_recent"] == 4  # not at now
     finally:
         conn.close()
-    assert {n["name"]: n["count"] for n in names} == expected
-    assert expected["names_probe_recent"] == 4 and expected["names_probe_old"] == 1
-    counts = [n["count"] for n in names]
-    assert counts == sorted(counts, reverse=True)
+
+
+def test_property_stats_take_numbers_or_labels_and_match_numpy(server: ServerProcess) -> None:
+    """``GET /v1/properties/stats`` with its default percentiles (50,90,99), numbers or
+    labels; each figure recomputed with numpy over the values sent."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    latencies = [round(float(v), 3) for v in rng.lognormal(4, 0.8, 200)]
+    events = wire_events(200, "stats_probe")
+    for event, value in zip(events, latencies, strict=True):
+        event["data"]["latency_ms"] = value
+    assert server.post_json("/v1/events", {"events": events}).status == 200
+    query = "/v1/properties/stats?event=stats_probe&property=latency_ms&start=-1h"
+    default = server.get(query)
+    assert default.status == 200, default.body
+    numbers = server.get(query + "&percentiles=50,90,99").json()
+    labels = server.get(query + "&percentiles=p50,p90,p99").json()
+    figures = [
+        {k: v for k, v in a.items() if k not in ("start", "end")} for a in (default.json(), numbers)
+    ]
+    assert (
+        figures[0] == figures[1] == {k: v for k, v in labels.items() if k not in ("start", "end")}
+    )
+    assert numbers["count"] == 200
+    assert numbers["sum"] == pytest.approx(sum(latencies))
+    for label, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+        assert numbers["percentiles"][label] == pytest.approx(float(np.percentile(latencies, q)))
+    bad = server.get(query + "&percentiles=fifty")
+    assert bad.status == 400 and "'fifty' is not a percentile label" in bad.body.decode()

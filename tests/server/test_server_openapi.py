@@ -66,3 +66,27 @@ def test_the_document_lists_the_main_operations(server: ServerProcess) -> None:
     ):
         assert path in paths, path
     assert server.get("/docs").status in (200, 302, 307)
+
+
+def test_metrics_exposition_names_its_format_once_and_parses(server: ServerProcess) -> None:
+    """The Content-Type of /metrics has each parameter once (a repeated charset makes
+    Go's mime.ParseMediaType, and so a Prometheus 3 scrape, refuse it), and the body
+    parses with prometheus_client's parsers."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+    from prometheus_client.parser import text_string_to_metric_families as text
+
+    plain = server.get("/metrics")
+    assert plain.status == 200
+    assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert any(f.name.startswith("tachimeter_server") for f in text(plain.body.decode()))
+    negotiated = server.get("/metrics", {"Accept": "application/openmetrics-text"})
+    assert negotiated.headers["content-type"] == (
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )
+    assert any(f.name.startswith("tachimeter_server") for f in om(negotiated.body.decode()))
+
+
+def test_alert_intervals_from_the_first_year_are_an_empty_answer(server: ServerProcess) -> None:
+    answer = server.get("/v1/alerts/intervals?start=0001-01-01")
+    assert answer.status == 200, answer.body
+    assert answer.json() == []

@@ -194,14 +194,23 @@ def events_property_stats(
     start: Start = None,
     end: End = None,
     percentiles: Annotated[
-        str, Parameter(description="Comma-separated percentiles, e.g. 50,90,99.")
+        str,
+        Parameter(
+            description="Comma-separated percentiles, as numbers in [0, 100] or labels: "
+            "50,90,99 or p50,p90,p99.9."
+        ),
     ] = "50,90,99",
     where: Where = None,
 ) -> PropertyStats:
     """Count, sum, min, max, mean and percentiles of the property."""
     state = server_state(request)
     lo, hi = time_range(start, end)
-    wanted = list(names(percentiles) or [])
+    wanted: list[float | str] = []
+    for token in names(percentiles) or []:
+        try:
+            wanted.append(float(token))
+        except ValueError:
+            wanted.append(token)  # a label (p90), or the error that names it
     return property_stats(
         state.store,
         event,

@@ -102,7 +102,10 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     state.instruments.writer_pending.set(state.writer.pending_events)
     encoder, content_type = choose_encoder(request.headers.get("accept"))
     body = encoder(state.instruments.registry)
-    headers = {"Vary": "Accept, Accept-Encoding"}
+    # Given whole as a header: Litestar would append its own "; charset=utf-8" to a text/
+    # media type that already names its charset (a duplicate parameter, which Go's
+    # mime.ParseMediaType, and so a Prometheus 3 scrape, refuses).
+    headers = {"Vary": "Accept, Accept-Encoding", "Content-Type": content_type}
     if gzip_accepted(request.headers.get("accept-encoding")) and len(body) > 1024:
         body = gzip.compress(body, compresslevel=6, mtime=0)
         headers["Content-Encoding"] = "gzip"

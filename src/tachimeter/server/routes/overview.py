@@ -170,6 +170,10 @@ _DETECTOR: Final = RobustZScore(window=30, min_points=10)
 # Firing intervals that began up to this long before a range are found (an alert firing
 # for longer shows from the range's start only if its firing change is this recent).
 _ALERT_LOOKBACK: Final = dt.timedelta(days=30)
+_DAY: Final = dt.timedelta(days=1)
+_EARLIEST: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # no alert is older
+# An end this close to the clock is "now" (the default end, read a moment before).
+_NOW_TOLERANCE: Final = dt.timedelta(seconds=1)
 
 
 def _minute_anomalies(rows: list[Any], now: dt.datetime, minutes: int) -> list[ChartAnomaly]:
@@ -205,10 +209,11 @@ def _minute_anomalies(rows: list[Any], now: dt.datetime, minutes: int) -> list[C
 
 def alert_intervals(store: Any, start: dt.datetime, end: dt.datetime) -> list[AlertInterval]:
     """Firing intervals of alerts that overlap ``[start, end)``, from ``alert_events``."""
+    since = max(start, _EARLIEST + _ALERT_LOOKBACK) - _ALERT_LOOKBACK  # no overflow at year 1
     rows = store.execute(
         "SELECT at, rule, fingerprint, labels, from_state, to_state, value, severity, message "
         "FROM alert_events WHERE at >= ? AND at < ? ORDER BY at, id",
-        (format_timestamp(start - _ALERT_LOOKBACK), format_timestamp(end)),
+        (format_timestamp(since), format_timestamp(end)),
     )
     open_: dict[str, AlertInterval] = {}
     out: list[AlertInterval] = []
@@ -269,17 +274,48 @@ def event_names(
     ] = None,
     end: Annotated[str | None, Parameter(description=f"Range end: {TIME_HELP}.")] = None,
 ) -> list[EventName]:
-    """Names and counts from the daily rollup (whole UTC days)."""
+    """Names and their counts of events in ``[start, end)``, at most 500."""
     state = server_state(request)
     lo, hi = time_range(start, end, default_start="-30d")
-    # analytics_daily_counts (per day and name), not analytics_daily_events (per user as
-    # well): the same sums from a table as many times smaller as there are users a day.
-    rows = state.store.execute(
-        "SELECT event_name, sum(event_count) FROM analytics_daily_counts "
-        "WHERE date >= ? AND date <= ? GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 500",
-        (lo.date().isoformat(), hi.date().isoformat()),
+    counts = event_name_counts(state.store, lo, hi, dt.datetime.now(dt.UTC))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:500]
+    return [EventName(name=name, count=count) for name, count in ranked]
+
+
+def event_name_counts(
+    store: Any, lo: dt.datetime, hi: dt.datetime, now: dt.datetime
+) -> dict[str, int]:
+    """Events per name in ``[lo, hi)``: whole UTC days from ``analytics_daily_counts``
+    (a row per day and name), the parts of days at the edges from the raw events (by
+    the timestamp index). A range ending now (the default) counts today from the rollup:
+    it holds no event after now but those of clock skew."""
+    first_whole = _midnight(lo) if lo == _midnight(lo) else _midnight(lo) + _DAY
+    whole_end = hi if hi >= now - _NOW_TOLERANCE else _midnight(hi)
+    counts: dict[str, int] = {}
+    raw = (
+        "SELECT event_name, count(*) FROM analytics_events "
+        "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1"
     )
-    return [EventName(name=r[0], count=int(r[1])) for r in rows]
+    if first_whole >= whole_end:  # within one day: all from the raw events
+        parts = [(lo, hi)]
+    else:
+        parts = [(lo, first_whole), (whole_end, hi)] if whole_end < hi else [(lo, first_whole)]
+        last_day = (whole_end - _DAY if whole_end == _midnight(whole_end) else whole_end).date()
+        for name, count in store.execute(
+            "SELECT event_name, sum(event_count) FROM analytics_daily_counts "
+            "WHERE date >= ? AND date <= ? GROUP BY 1",
+            (first_whole.date().isoformat(), last_day.isoformat()),
+        ):
+            counts[name] = counts.get(name, 0) + int(count)
+    for a, b in parts:
+        if a < b:
+            for name, count in store.execute(raw, (format_timestamp(a), format_timestamp(b))):
+                counts[name] = counts.get(name, 0) + int(count)
+    return counts
+
+
+def _midnight(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 OVERVIEW_HANDLERS: tuple[Any, ...] = (overview, event_names, alert_firing_intervals)
