@@ -74,6 +74,13 @@ def test_a_retried_batch_is_stored_once_and_answered_the_same(server: ServerProc
     other_key = server.post_json("/v1/events", {"events": events})
     assert other_key.json()["duplicates"] == 4
     assert len(_search(server, "event=retried_event")) == 4
+    # The same key with another batch is refused, not answered as the first (which
+    # would acknowledge events that were never stored).
+    others = wire_events(2, "retried_event")
+    reused = server.post_json("/v1/events", {"events": others}, {"Idempotency-Key": key})
+    assert reused.status == 422, reused.body
+    assert f"Idempotency-Key {key!r} was already used with another body" in reused.body.decode()
+    assert not {e["id"] for e in others} & stored_ids(server.db)
 
 
 def test_invalid_events_are_refused_whole_with_each_bad_path(server: ServerProcess) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 from typing import Any, Final
 
@@ -28,8 +29,9 @@ from tachimeter.store.sqlite import SQLiteStore
 
 __all__ = ["ServerState", "authorize", "principal_of", "server_state"]
 
-# Idempotency keys remembered with their answer: a retried batch is answered as the
-# first time. 10 000 keys cover minutes of batches from many clients in a few MB.
+# Idempotency keys remembered with a digest of their body and their answer: a retried
+# batch is answered as the first time. 10 000 keys cover minutes of batches from many
+# clients in a few MB.
 _IDEMPOTENCY_KEYS: Final = 10_000
 
 
@@ -78,20 +80,35 @@ class ServerState:
         self._idem_lock = threading.Lock()
         self._idempotent: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 
-    def remembered(self, principal: str, key: str) -> Any:
-        """The answer given to an earlier request with this ``Idempotency-Key``."""
+    def remembered(self, principal: str, key: str, body: bytes) -> Any:
+        """The answer given to an earlier request with this ``Idempotency-Key`` and this
+        body; None for a new key. The same key with another body is a client's mistake
+        (its events would be lost behind the first answer): ``Problem`` 422."""
         with self._idem_lock:
             found = self._idempotent.get((principal, key))
-            if found is not None:
-                self._idempotent.move_to_end((principal, key))
-            return found
+            if found is None:
+                return None
+            self._idempotent.move_to_end((principal, key))
+        digest, answer = found
+        if digest != _digest(body):
+            raise Problem(
+                422,
+                "idempotency key reused",
+                f"Idempotency-Key {key!r} was already used with another body; a retry must "
+                "send the same body, and a new batch a new key",
+            )
+        return answer
 
-    def remember(self, principal: str, key: str, answer: Any) -> None:
-        """Keep a 2xx answer for retries of the same ``Idempotency-Key``."""
+    def remember(self, principal: str, key: str, body: bytes, answer: Any) -> None:
+        """Keep a 2xx answer for retries of the same ``Idempotency-Key`` and body."""
         with self._idem_lock:
-            self._idempotent[(principal, key)] = answer
+            self._idempotent[(principal, key)] = (_digest(body), answer)
             while len(self._idempotent) > _IDEMPOTENCY_KEYS:
                 self._idempotent.popitem(last=False)
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def server_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ServerState:

@@ -148,7 +148,8 @@ async def ingest_events(
         str | None,
         HeaderParameter(
             name="Idempotency-Key",
-            description="The batch id; a retry with the same key gets the first answer.",
+            description="The batch id; a retry with the same key and body gets the first "
+            "answer, the same key with another body 422.",
             max_length=200,
         ),
     ] = None,
@@ -156,11 +157,11 @@ async def ingest_events(
     """Ingest a batch of events (see the description)."""
     state = server_state(request)
     principal = principal_of(request)
+    body = await request.body()
     if idempotency_key:
-        earlier = state.remembered(principal.name, idempotency_key)
+        earlier = state.remembered(principal.name, idempotency_key, body)
         if earlier is not None:
             return Response(earlier, status_code=200)
-    body = await request.body()
     state.instruments.ingest_bytes.inc(len(body))
     allow_partial = state.settings.partial_batches if partial is None else partial
     headers = request.headers
@@ -220,7 +221,7 @@ async def ingest_events(
         errors=decoded.rejected,
     )
     if idempotency_key:
-        state.remember(principal.name, idempotency_key, ack)
+        state.remember(principal.name, idempotency_key, body, ack)
     return Response(ack, status_code=200)
 
 

@@ -79,11 +79,11 @@ async def ingest_metrics(
     state = server_state(request)
     remembered_as = f"metrics:{idempotency_key}" if idempotency_key else None
     principal = principal_of(request).name
+    body = await request.body()
     if remembered_as:
-        earlier = state.remembered(principal, remembered_as)
+        earlier = state.remembered(principal, remembered_as, body)
         if earlier is not None:
             return Response(earlier, status_code=200)
-    body = await request.body()
     state.instruments.ingest_bytes.inc(len(body))
     decoder = app_singleton(
         request.app.state,
@@ -110,7 +110,7 @@ async def ingest_metrics(
         series=len({(p.name, tuple(sorted(p.tags.items()))) for p in points}),
     )
     if remembered_as:
-        state.remember(principal, remembered_as, ack)
+        state.remember(principal, remembered_as, body, ack)
     return Response(ack, status_code=200)
 
 

@@ -99,11 +99,11 @@ async def _record(
     state = server_state(request)
     principal = principal_of(request).name
     remembered_as = f"missions:{request.url.path}:{idempotency_key}" if idempotency_key else None
+    body = await request.body()
     if remembered_as:
-        earlier = state.remembered(principal, remembered_as)
+        earlier = state.remembered(principal, remembered_as, body)
         if earlier is not None:
             return Response(earlier, status_code=status_code)
-    body = await request.body()
     call = decoder.decode(
         body,
         request.headers.get("content-type"),
@@ -123,7 +123,7 @@ async def _record(
             headers={"Retry-After": "5"},
         ) from None
     if remembered_as:
-        state.remember(principal, remembered_as, ack)
+        state.remember(principal, remembered_as, body, ack)
     return Response(ack, status_code=status_code)
 
 
