@@ -25,6 +25,7 @@ from tachimeter.analyze import (
     user_activity,
 )
 from tachimeter.model.data import BusinessEventData, BusinessMetricType
+from tachimeter.model.events import AnalyticsEvent
 from tachimeter.store import SQLiteStore
 
 SUMMARY_TABLES = (
@@ -305,3 +306,31 @@ def test_dashboard_without_business_events_has_no_llm_widgets(small_db: Any) -> 
     assert {m.metric_key for m in dashboard_metrics(conn, "llm")} == set()
     empty = {m.metric_key: m for m in dashboard_metrics(conn, "overview")}
     assert empty["events_today"].value == 0 and empty["events_today"].change_percent is None
+
+
+def test_dashboard_tokens_and_cost_count_missions_llm_calls(small_db: Any) -> None:
+    """A mission's LLM call (gen_ai.usage counts and cost_usd in its tokens_consumed
+    event, as MissionTracker and POST /v1/missions/{id}/llm record it) counts in the LLM
+    widgets beside the business payloads."""
+    from tachimeter.missions.properties import COST_USD, INPUT_TOKENS, OUTPUT_TOKENS
+
+    def call(when: str, tokens_in: int, tokens_out: int, cost: float) -> AnalyticsEvent:
+        props = {"mission_id": "m1", INPUT_TOKENS: tokens_in, OUTPUT_TOKENS: tokens_out}
+        return make_event("tokens_consumed", when, props={**props, COST_USD: cost})
+
+    business = BusinessEventData(metric_type=BusinessMetricType.COST_USD, value=2, unit="usd")
+    conn = small_db(
+        [
+            call("2024-03-06 08:00", 1000, 200, 0.5),
+            call("2024-03-06 09:00", 3000, 100, 1.25),
+            call("2024-03-05 08:30", 10, 20, 0.125),
+            make_event("tokens_consumed", "2024-03-06 09:30", props=business),
+        ]
+    )
+    figures = {m.metric_key: m for m in refresh_dashboard_metrics(conn, at("2024-03-06 10:00"))}
+    assert figures["input_tokens_today"].value == 4000
+    assert figures["output_tokens_today"].value == 300
+    assert figures["total_tokens_today"].value == 4300
+    assert figures["cost_usd_today"].value == pytest.approx(3.75)
+    assert figures["cost_usd_today"].previous_value == pytest.approx(0.125)
+    assert figures["total_tokens_today"].previous_value == 30

@@ -1896,16 +1896,33 @@ def _window_figures(conn: sqlite3.Connection, lo: str, hi: str) -> dict[str, flo
             (lo, hi),
         ).fetchall()
     )
-    if any(k in business for k in ("input_tokens", "output_tokens", "total_tokens", "cost_usd")):
-        tokens_in = float(business.get("input_tokens", 0.0))
-        tokens_out = float(business.get("output_tokens", 0.0))
+    # Missions' LLM calls (MissionTracker.llm_call, POST /v1/missions/{id}/llm) carry the
+    # OpenTelemetry gen_ai.usage counts and their cost in their own properties.
+    calls, mission_in, mission_out, mission_cost = conn.execute(
+        "SELECT count(*), coalesce(sum(json_extract(properties, ?)), 0), "
+        "coalesce(sum(json_extract(properties, ?)), 0), "
+        "coalesce(sum(json_extract(properties, '$.cost_usd')), 0) FROM analytics_events "
+        "WHERE timestamp >= ? AND timestamp <= ? AND event_name = 'tokens_consumed' "
+        "AND category = 'business' AND json_valid(properties) "
+        "AND json_type(properties, ?) IN ('integer', 'real')",
+        (_MISSION_INPUT, _MISSION_OUTPUT, lo, hi, _MISSION_INPUT),
+    ).fetchone()
+    kinds = ("input_tokens", "output_tokens", "total_tokens", "cost_usd")
+    if calls or any(k in business for k in kinds):
+        tokens_in = float(business.get("input_tokens", 0.0)) + float(mission_in)
+        tokens_out = float(business.get("output_tokens", 0.0)) + float(mission_out)
         figures["input_tokens_today"] = tokens_in
         figures["output_tokens_today"] = tokens_out
         figures["total_tokens_today"] = (
             tokens_in + tokens_out + float(business.get("total_tokens", 0.0))
         )
-        figures["cost_usd_today"] = float(business.get("cost_usd", 0.0))
+        figures["cost_usd_today"] = float(business.get("cost_usd", 0.0)) + float(mission_cost)
     return figures
+
+
+_MISSION_INPUT: Final = '$."gen_ai.usage.input_tokens"'
+_MISSION_OUTPUT: Final = '$."gen_ai.usage.output_tokens"'
+
 
 
 def refresh_dashboard_metrics(conn: sqlite3.Connection, now: dt.datetime) -> list[DashboardMetric]:
@@ -1917,8 +1934,9 @@ def refresh_dashboard_metrics(conn: sqlite3.Connection, now: dt.datetime) -> lis
     ``overview``: ``events_today``, ``unique_users_today``, ``error_rate_today`` (share of
     events in the error category, 0 to 1); ``llm``: ``input_tokens_today``,
     ``output_tokens_today``, ``total_tokens_today`` (input + output + ``total_tokens``
-    business values) and ``cost_usd_today``, written only when business events of those
-    kinds exist in either window (otherwise the rows are removed). ``change_percent`` is
+    business values) and ``cost_usd_today``, from business events of those kinds and
+    from missions' LLM calls (their ``gen_ai.usage`` counts and ``cost_usd``), written
+    only when there are such events in either window (otherwise the rows are removed). ``change_percent`` is
     None when yesterday's value is 0.
 
     ``conn`` must be writable; outside a transaction the write is its own transaction.
