@@ -98,6 +98,19 @@ def test_invalid_events_are_refused_whole_with_each_bad_path(server: ServerProce
     assert good["id"] not in stored_ids(server.db)
 
 
+def test_an_unknown_event_field_is_refused_with_a_suggestion(server: ServerProcess) -> None:
+    """A typo (``userid``) would lose the user silently: the event is refused, named."""
+    events = wire_events(2, "field_probe")
+    events[1]["userid"] = "u9"
+    answer = server.post_json("/v1/events", {"events": events})
+    assert answer.status == 422, answer.body
+    errors = answer.json()["errors"]
+    assert [e["path"] for e in errors] == ["$.events[1]"]
+    assert "unknown field `userid`" in errors[0]["message"]
+    assert "did you mean `user_id`?" in errors[0]["message"]
+    assert not {e["id"] for e in events} & stored_ids(server.db)
+
+
 def test_partial_true_stores_the_valid_events_and_lists_the_rest(server: ServerProcess) -> None:
     good, bad = wire_events(2, "partially_stored")
     bad["priority"] = "urgent!"

@@ -18,6 +18,7 @@ value is custom data.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import uuid
 from typing import Any, Final, TypeVar
@@ -69,6 +70,14 @@ class _WireEvent(msgspec.Struct, kw_only=True):
     session_assigned: bool = False
 
 
+class _StrictWireEvent(_WireEvent, forbid_unknown_fields=True):
+    """The wire event that refuses fields it does not know (ingest: ``userid`` for
+    ``user_id`` would otherwise lose the user silently)."""
+
+
+WIRE_EVENT_FIELDS: Final = frozenset(_WireEvent.__struct_fields__)
+
+
 class _WireBatch(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     events: list[_WireEvent]
@@ -80,6 +89,8 @@ _json_encoder: Final = msgspec.json.Encoder()
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()
 _json_event = msgspec.json.Decoder(_WireEvent)
 _msgpack_event = msgspec.msgpack.Decoder(_WireEvent)
+_json_strict_event = msgspec.json.Decoder(_StrictWireEvent)
+_msgpack_strict_event = msgspec.msgpack.Decoder(_StrictWireEvent)
 _json_batch = msgspec.json.Decoder(_WireBatch)
 _msgpack_batch = msgspec.msgpack.Decoder(_WireBatch)
 
@@ -108,6 +119,7 @@ _REQUIRED: Final[dict[type[Any], frozenset[str]]] = {
 }
 _PATH_RE: Final = re.compile(r"- at `(\$[^`]*)`$")
 _UNKNOWN_ENUM_RE: Final = re.compile(r"Invalid enum value '([^']*)' ")
+_UNKNOWN_FIELD_RE: Final = re.compile(r"Object contains unknown field `([^`]*)`")
 
 
 # -- data payloads ----------------------------------------------------------------------
@@ -302,9 +314,18 @@ def encode_event(event: AnalyticsEvent, *, format: str = "json") -> bytes:
     return _msgpack_encoder.encode(event_to_builtins(event))
 
 
-def decode_event(payload: bytes | str, *, format: str = "json") -> AnalyticsEvent:
-    """Decode one event; any problem raises ``ValidationError`` with the field path."""
-    decoder = _decoder(format, _json_event, _msgpack_event)
+def decode_event(
+    payload: bytes | str, *, format: str = "json", strict: bool = False
+) -> AnalyticsEvent:
+    """Decode one event; any problem raises ``ValidationError`` with the field path.
+
+    ``strict`` refuses a field the wire format does not have (ingest does); otherwise it
+    is skipped, as events from a newer version may carry one.
+    """
+    if strict:
+        decoder = _decoder(format, _json_strict_event, _msgpack_strict_event)
+    else:
+        decoder = _decoder(format, _json_event, _msgpack_event)
     try:
         wire = decoder.decode(payload)
     except msgspec.DecodeError as exc:
@@ -370,8 +391,13 @@ def _with_prefix(exc: Exception, prefix: str) -> ValidationError:
     """Re-root a msgspec error path (``$.x``) under ``prefix`` (``$.data.x``)."""
     message = str(exc)
     match = _PATH_RE.search(message)
-    if match is None:
-        return ValidationError(f"{message} - at `{prefix}`", path=prefix)
+    if match is None:  # at the root of what was decoded: an event, when a field is unknown
+        text = f"{message} - at `{prefix}`"
+        field = _UNKNOWN_FIELD_RE.match(message)
+        if field is not None:
+            close = difflib.get_close_matches(field.group(1), sorted(WIRE_EVENT_FIELDS), n=1)
+            text += f"; did you mean `{close[0]}`?" if close else "; properties go in `data`"
+        return ValidationError(text, path=prefix)
     path = prefix + match.group(1)[1:]
     text = f"{message[: match.start()]}- at `{path}`"
     unknown = _UNKNOWN_ENUM_RE.match(message)

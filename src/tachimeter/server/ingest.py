@@ -42,7 +42,13 @@ from typing import Any, Final, Literal
 import msgspec
 
 from tachimeter.errors import TachimeterError, ValidationError
-from tachimeter.model.codec import _WireEvent, assemble_event, data_from_builtins, decode_event
+from tachimeter.model.codec import (
+    _StrictWireEvent,
+    _WireEvent,
+    assemble_event,
+    data_from_builtins,
+    decode_event,
+)
 from tachimeter.model.data import EventMetadata
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.validation import ValidationLimits, validate_event
@@ -128,7 +134,7 @@ _DECODERS: Final[dict[str, Any]] = {
 
 
 class _WireEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    events: list[_WireEvent]
+    events: list[_StrictWireEvent]
     batch_id: str | None = None
     id: str | None = None
     sequence: int | None = None
@@ -138,7 +144,7 @@ class _WireEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 # The fast path: the whole body decoded against the event model by one call (C code).
 # The codec's wire struct is reused so both paths accept exactly the same events; any
 # error sends the body down the per-event path, which says which event and field is bad.
-_WireBody = _WireEnvelope | list[_WireEvent]
+_WireBody = _WireEnvelope | list[_StrictWireEvent]
 _WIRE_DECODERS: Final[dict[str, Any]] = {
     "json": msgspec.json.Decoder(_WireBody),
     "msgpack": msgspec.msgpack.Decoder(_WireBody),
@@ -325,7 +331,7 @@ class IngestDecoder(ScrubbingDecoder):
         for index, item in enumerate(items):
             prefix = f"{root}[{index}]"
             try:
-                event = decode_event(item, format=fmt)
+                event = decode_event(item, format=fmt, strict=True)
             except ValidationError as exc:
                 rejected += 1
                 if len(errors) < _MAX_FIELD_ERRORS:

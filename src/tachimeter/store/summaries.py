@@ -1924,7 +1924,6 @@ _MISSION_INPUT: Final = '$."gen_ai.usage.input_tokens"'
 _MISSION_OUTPUT: Final = '$."gen_ai.usage.output_tokens"'
 
 
-
 def refresh_dashboard_metrics(conn: sqlite3.Connection, now: dt.datetime) -> list[DashboardMetric]:
     """Recompute ``dashboard_metrics`` for ``now`` and return the rows written.
 
@@ -1936,8 +1935,8 @@ def refresh_dashboard_metrics(conn: sqlite3.Connection, now: dt.datetime) -> lis
     ``output_tokens_today``, ``total_tokens_today`` (input + output + ``total_tokens``
     business values) and ``cost_usd_today``, from business events of those kinds and
     from missions' LLM calls (their ``gen_ai.usage`` counts and ``cost_usd``), written
-    only when there are such events in either window (otherwise the rows are removed). ``change_percent`` is
-    None when yesterday's value is 0.
+    only when there are such events in either window (otherwise the rows are removed).
+    ``change_percent`` is None when yesterday's value is 0.
 
     ``conn`` must be writable; outside a transaction the write is its own transaction.
 
