@@ -298,3 +298,29 @@ def test_property_stats_take_numbers_or_labels_and_match_numpy(server: ServerPro
         assert numbers["percentiles"][label] == pytest.approx(float(np.percentile(latencies, q)))
     bad = server.get(query + "&percentiles=fifty")
     assert bad.status == 400 and "'fifty' is not a percentile label" in bad.body.decode()
+
+
+def test_a_stored_funnel_is_defined_reported_and_missing_ones_are_404(
+    server: ServerProcess,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    events = []
+    for user, names in (("fu1", ["fn_open", "fn_buy"]), ("fu2", ["fn_open"]), ("fu3", ["fn_buy"])):
+        for offset, name in enumerate(names):
+            (event,) = wire_events(1, name)
+            event["user_id"] = user
+            moment = now - dt.timedelta(minutes=10 - offset)
+            event["timestamp"] = moment.isoformat().replace("+00:00", "Z")
+            events.append(event)
+    assert server.post_json("/v1/events", {"events": events}).status == 200
+    steps = [{"event": "fn_open"}, {"event": "fn_buy"}]
+    body = {"name": "open-buy", "steps": steps, "conversion_window": 3600}
+    defined = server.post_json("/v1/funnels", body)
+    assert defined.status == 201, defined.body
+    report = server.get("/v1/funnels/open-buy/report?start=-1h").json()
+    assert (report["entered"], report["completed"]) == (2, 1)
+    assert [s["entered"] for s in report["steps"]] == [2, 1]
+    missing = server.get("/v1/funnels/nope/report")
+    assert missing.status == 404 and "no funnel named 'nope'" in missing.body.decode()
+    slashed = server.post_json("/v1/funnels", {**body, "name": "a/b"})
+    assert slashed.status == 400 and "has a '/'" in slashed.body.decode()

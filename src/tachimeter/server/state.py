@@ -149,7 +149,7 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
                 "too many requests",
                 f"rate limit of {state.settings.rate_limit_per_second:g} requests/s "
                 f"(bursts of {state.settings.rate_limit_burst}) reached for {client!r}; "
-                f"retry in {wait:.2f} s",
+                f"retry in {retry_after_header(wait)} s",
                 headers={"Retry-After": retry_after_header(wait)},
             )
 

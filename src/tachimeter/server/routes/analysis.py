@@ -16,6 +16,7 @@ from tachimeter.analyze.funnels import (
     StoredFunnel,
     define_funnel,
     funnel_report,
+    get_funnel,
     list_funnels,
 )
 from tachimeter.analyze.retention import RetentionMatrix, RetentionPeriod, retention_cohorts
@@ -455,6 +456,11 @@ async def funnel_define(
     replace: Annotated[bool, Parameter(description="Replace a funnel of the same name.")] = False,
 ) -> StoredFunnel:
     """Store the funnel; 409-like 400 if it exists and ``replace`` is false."""
+    if "/" in data.name:
+        raise QueryError(
+            f"funnel name {data.name!r} has a '/', which its report's URL "
+            "(/v1/funnels/{name}/report) cannot carry; choose another name"
+        )
     state = server_state(request)
     future = state.writer.call(lambda conn: define_funnel(conn, data, replace=replace))
     stored: StoredFunnel = await asyncio.wrap_future(future)
@@ -474,9 +480,17 @@ def funnel_conversion(
     start: Start = None,
     end: End = None,
 ) -> FunnelReport:
-    """Users entering the funnel in the range and how far they got."""
+    """Users entering the funnel in the range and how far they got; 404 for no funnel."""
     lo, hi = time_range(start, end, default_start="-30d")
-    return funnel_report(server_state(request).store, name, start=lo, end=hi)
+    store = server_state(request).store
+    try:
+        get_funnel(store, name)
+    except QueryError:
+        raise NotFoundException(
+            detail=f"no funnel named {name!r}; GET /v1/funnels lists them, POST /v1/funnels "
+            "defines one"
+        ) from None
+    return funnel_report(store, name, start=lo, end=hi)
 
 
 @get(
