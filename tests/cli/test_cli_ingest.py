@@ -228,6 +228,10 @@ def test_csv_header_with_an_unknown_column_is_refused_before_reading(tmp_path: P
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: CSV header: unknown column 'duration'")
     assert "prop.duration" in result.stderr
+    source.write_text("event;timestamp\nx;2024-03-01T00:00:00Z\n")
+    semicolons = runner.invoke(app, ["ingest", str(source), "--store", str(tmp_path / "a.db")])
+    assert semicolons.exit_code == 2
+    assert "the file looks separated by ';'" in semicolons.stderr
 
 
 def test_stdin_is_read_as_json_lines(tmp_path: Path) -> None:

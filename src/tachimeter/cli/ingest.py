@@ -225,10 +225,19 @@ class CsvMapping:
             if column not in _KNOWN and not (
                 column.startswith(_PROPERTY_PREFIX) and len(column) > len(_PROPERTY_PREFIX)
             ):
+                separator = next((c for c in (";", "\t", "|") if c in column), None)
+                if len(columns) == 1 and separator is not None:
+                    raise ValidationError(
+                        f"CSV header: one column {column!r}; the file looks separated by "
+                        f"{separator!r}, and CSV here is separated by commas"
+                    )
+                if column == _PROPERTY_PREFIX:
+                    hint = "prop.<key> names a property: the key is missing"
+                else:
+                    hint = f"prop.<key> for a property (write prop.{column} to keep it as one)"
                 raise ValidationError(
                     f"CSV header: unknown column {column!r}; the columns are "
-                    f"{', '.join(sorted(_KNOWN))} and prop.<key> for a property "
-                    f"(write prop.{column} to keep it as one)"
+                    f"{', '.join(sorted(_KNOWN))} and {hint}"
                 )
         names = [c for c in columns if c in _NAME_COLUMNS]
         calls = [c for c in columns if c == "call"]
