@@ -43,7 +43,14 @@ class StoreError(TachimeterError):
 
 
 class QueryError(TachimeterError):
-    """A query was malformed, forbidden (custom SQL that writes) or timed out."""
+    """A query was malformed, forbidden (custom SQL that writes) or timed out.
+
+    ``parameter`` names the query parameter at fault (``end``) when one is.
+    """
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class CollectorError(TachimeterError):

@@ -324,3 +324,16 @@ def test_a_stored_funnel_is_defined_reported_and_missing_ones_are_404(
     assert missing.status == 404 and "no funnel named 'nope'" in missing.body.decode()
     slashed = server.post_json("/v1/funnels", {**body, "name": "a/b"})
     assert slashed.status == 400 and "has a '/'" in slashed.body.decode()
+
+
+def test_a_bad_query_parameter_is_named_in_the_errors(server: ServerProcess) -> None:
+    for query, parameter in (
+        ("/v1/trends?event=x&start=-1d&end=-2d", "query.end"),
+        ("/v1/trends?event=x&start=yesterday", "query.start"),
+        ("/v1/events/search?cursor=bogus", "query.cursor"),
+        ("/v1/events/search?where=%7B%22a%22", "query.where"),
+        ("/v1/properties/stats?event=x&property=y&percentiles=fifty", "query.percentiles"),
+    ):
+        answer = server.get(query)
+        assert answer.status == 400, (query, answer.body)
+        assert [e["path"] for e in answer.json()["errors"]] == [parameter], query

@@ -152,12 +152,14 @@ def _decode_cursor(cursor: str, fingerprint: str) -> tuple[str, str]:
     except (ValueError, TypeError, binascii.Error, msgspec.DecodeError):
         raise QueryError(
             f"cursor {cursor[:40]!r} is not a cursor from search_events; pass the "
-            "next_cursor of the previous page, or None for the first page"
+            "next_cursor of the previous page, or None for the first page",
+            "cursor",
         ) from None
     if found != fingerprint:
         raise QueryError(
             "cursor belongs to a search with other filters; pass the same filters as the "
-            "page it came from, or start again with cursor=None"
+            "page it came from, or start again with cursor=None",
+            "cursor",
         )
     return timestamp, event_id
 

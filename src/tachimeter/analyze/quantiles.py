@@ -48,16 +48,18 @@ def parse_percentile(value: float | str, name: str = "percentile") -> float:
     if isinstance(value, str):
         m = _LABEL.fullmatch(value)
         if m is None:
-            raise QueryError(f"{name} {value!r} is not a percentile label; use p50, p90, p99.9")
+            raise QueryError(
+                f"{name} {value!r} is not a percentile label; use p50, p90, p99.9", name
+            )
         number = float(m.group(1))
     elif isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
     else:
         raise QueryError(
-            f"{name} must be a number in [0, 100] or a label like 'p90', got {value!r}"
+            f"{name} must be a number in [0, 100] or a label like 'p90', got {value!r}", name
         )
     if not 0 <= number <= 100:
-        raise QueryError(f"{name} must be in [0, 100], got {value!r}")
+        raise QueryError(f"{name} must be in [0, 100], got {value!r}", name)
     return number / 100
 
 

@@ -103,7 +103,9 @@ def _on_http(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 
 def _on_query(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    return problem_response(400, str(exc), title="invalid query")
+    parameter = getattr(exc, "parameter", None)
+    errors = [FieldError(f"query.{parameter}", str(exc))] if parameter else []
+    return problem_response(400, str(exc), title="invalid query", errors=errors)
 
 
 def _on_value(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

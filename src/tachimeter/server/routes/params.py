@@ -40,14 +40,14 @@ def parse_time(value: str, name: str, *, now: dt.datetime | None = None) -> dt.d
         try:
             return current - dt.timedelta(seconds=amount)
         except OverflowError:
-            raise QueryError(f"{name} = {value!r} reaches before year 1") from None
+            raise QueryError(f"{name} = {value!r} reaches before year 1", name) from None
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text)
             return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
-        raise QueryError(f"{name} = {value!r} is not a time: use {TIME_HELP}") from None
+        raise QueryError(f"{name} = {value!r} is not a time: use {TIME_HELP}", name) from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
@@ -61,7 +61,7 @@ def time_range(
     lo = parse_time(start or default_start, "start", now=now)
     hi = parse_time(end, "end", now=now) if end else now
     if hi < lo:
-        raise QueryError(f"end ({hi.isoformat()}) is before start ({lo.isoformat()})")
+        raise QueryError(f"end ({hi.isoformat()}) is before start ({lo.isoformat()})", "end")
     return lo, hi
 
 
@@ -86,5 +86,6 @@ def property_filters(value: str | None) -> list[PropertyFilter] | None:
     except (msgspec.DecodeError, ValueError) as exc:
         raise QueryError(
             f"where = {value[:80]!r} is not a JSON array of property filters "
-            f'([{{"path": "model", "op": "eq", "value": "gpt-4o"}}]): {exc}'
+            f'([{{"path": "model", "op": "eq", "value": "gpt-4o"}}]): {exc}',
+            "where",
         ) from None
