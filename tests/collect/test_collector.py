@@ -152,6 +152,28 @@ def test_invalid_events_are_dead_lettered_with_reason(collectors: Any, tmp_path:
     assert "snake_case" in lines[1]["errors"][0]
 
 
+def test_a_bad_id_or_data_kind_is_dead_lettered_and_its_batch_stored(
+    collectors: Any, tmp_path: Path
+) -> None:
+    """An int user id or text as data once passed validation and made the store refuse
+    the whole batch; now only those events are dead-lettered."""
+    from tachimeter.defaults import default_projections
+    from tachimeter.store.sink import StoreSink
+
+    db = tmp_path / "a.db"
+    sink = StoreSink.open(str(db), make_config(), projections=default_projections())
+    collector = collectors(sinks=[sink])
+    for i in range(20):
+        collector.track("feature_used", {"i": i}, user_id=f"u{i}")
+    collector.track("feature_used", {"i": "bad"}, user_id=42)  # type: ignore[arg-type]
+    collector.track("feature_used", "not a dict")  # type: ignore[arg-type]
+    collector.track("feature_used", {"i": "bad"}, session_id=["s"])  # type: ignore[arg-type]
+    assert collector.flush(timeout=10)
+    stats = collector.stats()
+    assert (stats.events_processed, stats.events_dead_lettered) == (20, 3)
+    assert sink.stats()["inserted"] == 20
+
+
 def test_secrets_are_scrubbed_before_any_sink_sees_them(collectors: Any) -> None:
     sink = MemorySink()
     collector = collectors(sinks=[sink])

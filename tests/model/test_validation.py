@@ -66,6 +66,23 @@ def test_timestamps_before_the_unix_epoch_are_errors() -> None:
         assert result.errors[0].startswith(f"$.timestamp: {when.isoformat()} is before 1970")
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"user_id": 42}, "$.user_id: expected a string or None, got int 42; pass str(user_id)"),
+        ({"session_id": ["s"]}, "$.session_id: expected a string or None, got list ['s']"),
+        ({"data": "text"}, "$.data: expected a dict of properties, a typed payload"),
+        ({"data": [1, 2]}, "$.data: expected a dict of properties, a typed payload"),
+    ],
+)
+def test_ids_are_text_and_data_is_a_known_kind(change: dict[str, Any], says: str) -> None:
+    """What the store cannot keep is an error here, so the pipeline dead-letters the
+    event instead of the store refusing its whole batch."""
+    event = msgspec.structs.replace(at(dt.timedelta(0)), **change)
+    result = validate_event(event, now=NOW)
+    assert not result.valid and result.errors[0].startswith(says)
+
+
 def test_type_data_mismatch_warns() -> None:
     tokens = validate_event(EventBuilder(EventType.TOKENS_CONSUMED).property("n", 1).build())
     assert tokens.valid and "BusinessEventData" in tokens.warnings[0]

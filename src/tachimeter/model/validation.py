@@ -22,7 +22,13 @@ from typing import Any, Final
 
 import msgspec
 
-from tachimeter.model.data import BusinessEventData, ErrorEventData, UsageEventData
+from tachimeter.model.data import (
+    BusinessEventData,
+    CustomData,
+    ErrorEventData,
+    PerformanceEventData,
+    UsageEventData,
+)
 from tachimeter.model.event_types import Custom, EventCategory, EventType, check_custom_name
 from tachimeter.model.events import AnalyticsEvent
 from tachimeter.model.rows import RESERVED_CONTEXT_KEYS
@@ -457,6 +463,12 @@ def _check_event(
         clash = sorted(USAGE_FIELDS.intersection(data.extra))[0]
         errors.append(f"$.data.extra.{clash}: extra key {clash!r} shadows a usage field; rename it")
 
+    if type(data) not in _DATA_TYPES:
+        errors.append(
+            f"$.data: expected a dict of properties, a typed payload (UsageEventData, ...) "
+            f"or None, got {type(data).__name__}; wrap any other JSON value in CustomData"
+        )
+        return
     walker = _Walker(limits)
     data_bytes = _flat_size(data, limits) if type(data) is dict else None
     if data_bytes is None:
@@ -465,7 +477,14 @@ def _check_event(
     max_len = limits.max_string_length
     for field in ("session_id", "user_id", "page_url", "referrer"):
         value = getattr(event, field)
-        if value is not None and (type(value) is not str or len(value) > max_len):
+        if value is None:
+            continue
+        if type(value) is not str:
+            errors.append(
+                f"$.{field}: expected a string or None, got {type(value).__name__} "
+                f"{_short(value)}; pass str({field})"
+            )
+        elif len(value) > max_len:
             walker.walk(value, f"$.{field}", 0)
     errors.extend(walker.errors)
     if not walker.errors:
@@ -562,6 +581,27 @@ def encoded_size(data: object) -> int:
     """The encoded size :func:`validate_event` counts for ``data`` that is not a flat
     dict (a typed payload); may raise on values that are not JSON. Internal."""
     return len(_encoder.encode(data))
+
+
+_DATA_TYPES: Final = frozenset(
+    {
+        type(None),
+        dict,
+        UsageEventData,
+        PerformanceEventData,
+        ErrorEventData,
+        BusinessEventData,
+        CustomData,
+    }
+)
+
+
+def _short(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not break validation
+        return "(unprintable)"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _describe(data: object) -> str:
