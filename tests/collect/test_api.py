@@ -12,13 +12,19 @@ import tachimeter as tm
 from tachimeter.collect import api
 
 
+def _forget_global() -> None:
+    """Shut the global collector down and forget it (a shut-down one stays global)."""
+    tm.shutdown()
+    api._global = None
+
+
 @pytest.fixture(autouse=True)
 def no_global(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No global collector before or after; a default store, if made, lives in tmp_path."""
-    tm.shutdown()
+    _forget_global()
     monkeypatch.setenv("TACHIMETER_DB", str(tmp_path / "default.db"))
     yield
-    tm.shutdown()
+    _forget_global()
 
 
 def test_configure_track_identify_page_flush_shutdown() -> None:
@@ -39,7 +45,12 @@ def test_configure_track_identify_page_flush_shutdown() -> None:
     assert (page.event_name, page.page_url, page.referrer) == ("page_view", "/settings", "/home")
     assert collector.config.collection.flush_interval == 3600
     assert tm.shutdown(timeout=10)
-    assert tm.global_collector() is None
+    # A late track goes to the shut-down collector, dropped and counted; never to a new
+    # collector with the default configuration (another database).
+    assert tm.global_collector() is collector
+    tm.track("feature_used")
+    assert collector.stats().events_dropped == 1
+    assert len(sink.events()) == 3
 
 
 def test_reconfigure_flushes_the_previous_collector() -> None:
@@ -89,6 +100,19 @@ def test_track_never_raises_for_telemetry_reasons() -> None:
     assert tm.flush(timeout=10)
     assert tm.global_collector() is not None
     assert tm.global_collector().stats().events_dead_lettered == 2  # type: ignore[union-attr]
+
+
+def test_a_mission_before_any_track_uses_the_default_store(tmp_path: Path) -> None:
+    """The first global use may be a mission: its collector has the default sinks, as a
+    first track()'s has (it once had none and every event was discarded)."""
+    with tm.mission(backend="anthropic", model="claude-sonnet-4") as m:
+        m.step(0, success=True)
+    tm.track("feature_used", {"feature": "search"})
+    assert tm.flush(timeout=30)
+    conn = sqlite3.connect(tmp_path / "default.db")
+    names = [r[0] for r in conn.execute("SELECT event_name FROM analytics_events")]
+    assert "mission_completed" in names and "feature_used" in names
+    assert conn.execute("SELECT count(*) FROM missions").fetchone() == (1,)
 
 
 def test_flush_and_shutdown_without_a_collector_are_true() -> None:

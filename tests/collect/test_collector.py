@@ -13,7 +13,7 @@ import pytest
 from collecting import FailingSink, GateSink, make_config, wait_for
 
 from tachimeter.collect.sinks import ConsoleSink, MemorySink
-from tachimeter.errors import CollectorError
+from tachimeter.errors import CollectorError, ValidationError
 from tachimeter.model import (
     AnalyticsEvent,
     EventBuilder,
@@ -385,6 +385,55 @@ def test_an_unknown_priority_is_dead_lettered_not_raised(collectors: Any) -> Non
     strict = collectors(make_config(strict=True))
     with pytest.raises(CollectorError, match="priority"):
         strict.track("feature_used", priority="urgent")  # type: ignore[arg-type]
+
+
+def test_a_timestamp_that_is_not_a_datetime_is_dead_lettered_not_raised(
+    collectors: Any,
+) -> None:
+    collector = collectors(sinks=[MemorySink()])
+    for when in ("2024-01-01T00:00:00Z", 1_700_000_000.0, dt.date(2024, 1, 1)):
+        collector.track("feature_used", {"a": 1}, timestamp=when)  # type: ignore[arg-type]
+    stats = collector.stats()
+    assert stats.events_dead_lettered == 3 and stats.balanced()
+    strict = collectors(make_config(strict=True))
+    with pytest.raises(CollectorError, match=r"\$.timestamp: expected a datetime, got str"):
+        strict.track("feature_used", timestamp="2024-01-01")  # type: ignore[arg-type]
+
+
+def test_strict_mode_raises_on_the_caller_for_what_the_worker_would_dead_letter(
+    collectors: Any,
+) -> None:
+    sink = MemorySink()
+    strict = collectors(make_config(strict=True), sinks=[sink])
+    with pytest.raises(ValidationError, match="not a finite number"):
+        strict.track("feature_used", {"x": float("nan")})
+    with pytest.raises(ValidationError, match="snake_case"):
+        strict.track("Bad Name")
+    with pytest.raises(ValidationError, match=r"\$.user_id: expected a string"):
+        strict.track("feature_used", user_id=7)  # type: ignore[arg-type]
+    strict.track("feature_used", {"x": 1.5})
+    assert strict.flush(timeout=10)
+    assert [e.data for e in sink.events()] == [{"x": 1.5}]
+
+
+def test_the_properties_are_taken_when_track_is_called(collectors: Any) -> None:
+    """Changing the dict after track() does not change the recorded event."""
+    sink = MemorySink()
+    collector = collectors(make_config(**{"collection.flush_interval": 3600}), sinks=[sink])
+    props = {"n": 1}
+    collector.track("feature_used", props)
+    props["n"] = 2
+    props["added"] = "later"
+    assert collector.flush(timeout=10)
+    assert [e.data for e in sink.events()] == [{"n": 1}]
+
+
+def test_a_sink_is_checked_when_it_is_registered(collectors: Any) -> None:
+    with pytest.raises(CollectorError, match="is not an event sink: a sink has a name"):
+        collectors(sinks=[object()])
+    collector = collectors(sinks=[MemorySink()])
+    with pytest.raises(CollectorError, match="is not an event sink"):
+        collector.register_sink(object())  # type: ignore[arg-type]
 
 
 def test_ids_and_timestamps_come_from_the_callers_clock(collectors: Any) -> None:

@@ -34,6 +34,7 @@ from tachimeter.model.event_types import EventKind, EventPriority
 
 __all__ = [
     "configure",
+    "current_collector",
     "flush",
     "global_collector",
     "identify",
@@ -63,15 +64,41 @@ _NORMAL = EventPriority.NORMAL
 def init_global_collector(
     config: AnalyticsConfig | AnalyticsConfigManager | None = None,
     *,
-    sinks: Iterable[EventSink] = (),
+    sinks: Iterable[EventSink] | None = None,
 ) -> EventCollector:
-    """The global collector, created with ``config`` and ``sinks`` on the first call."""
+    """The global collector, created with ``config`` and ``sinks`` on the first call.
+
+    Without ``sinks`` (None) events go to the default sinks, as after a first ``track()``
+    (the embedded store at ``storage.path``); ``sinks=()`` keeps none.
+    """
+    if config is None and sinks is None:
+        return current_collector()
     global _global
     with _lock:
         if _global is None:
+            if sinks is None:
+                chosen = config.config if isinstance(config, AnalyticsConfigManager) else config
+                sinks = _sinks_for(chosen or AnalyticsConfig.default())
             _global = EventCollector(config, sinks=sinks)
         _expose_metrics()
         return _global
+
+
+def current_collector() -> EventCollector:
+    """The global collector; the first call (or a first ``track()``) makes it from the
+    configuration files and environment, with the default sinks."""
+    return _global or _auto_collector()
+
+
+def _sinks_for(config: AnalyticsConfig) -> list[EventSink]:
+    """The default sinks for ``config``; none (logged) when they cannot be opened."""
+    if _default_sinks is None:
+        return []
+    try:
+        return _default_sinks(config)
+    except Exception as exc:
+        _log.warning("tachimeter store unavailable, events are not kept: %s", exc)
+        return []
 
 
 def _auto_collector() -> EventCollector:
@@ -87,13 +114,7 @@ def _auto_collector() -> EventCollector:
         except Exception as exc:
             _log.warning("tachimeter configuration invalid, using defaults: %s", exc)
             config = AnalyticsConfig.default()
-        sinks: list[EventSink] = []
-        if _default_sinks is not None:
-            try:
-                sinks = _default_sinks(config)
-            except Exception as exc:
-                _log.warning("tachimeter store unavailable, events are not kept: %s", exc)
-        _global = EventCollector(config, sinks=sinks)
+        _global = EventCollector(config, sinks=_sinks_for(config))
         _expose_metrics()
         return _global
 
@@ -208,8 +229,12 @@ def flush(timeout: float | None = 5.0) -> bool:
 
 
 def shutdown(timeout: float | None = 2.0) -> bool:
-    """Shut the global collector down (also done at exit with a 2 s deadline)."""
-    global _global
-    with _lock:
-        collector, _global = _global, None
+    """Shut the global collector down (also done at exit, within
+    ``collection.shutdown_timeout``).
+
+    It stays the global collector: a later ``track()`` (a background thread, another
+    exit hook) is dropped and counted as ``shutdown``, not sent to a new collector with
+    the default configuration. ``configure()`` starts a new one.
+    """
+    collector = _global
     return True if collector is None else collector.shutdown(timeout)

@@ -66,7 +66,7 @@ from tachimeter.collect.spool import Spool
 from tachimeter.collect.subscription import Subscription
 from tachimeter.config.manager import AnalyticsConfigManager
 from tachimeter.config.settings import AnalyticsConfig
-from tachimeter.errors import CollectorError, StoreError, ValidationError
+from tachimeter.errors import CollectorError, StoreError, TachimeterError, ValidationError
 from tachimeter.model.codec import decode_event, encode_event, event_to_builtins
 from tachimeter.model.data import EventMetadata
 from tachimeter.model.event_types import (
@@ -77,6 +77,9 @@ from tachimeter.model.event_types import (
     event_type_from_name,
 )
 from tachimeter.model.events import AnalyticsEvent, CallKind, EventBatch
+from tachimeter.model.ids import uuid7_from_ns
+from tachimeter.model.timestamps import from_ns
+from tachimeter.model.validation import validate_event
 from tachimeter.privacy.scrubber import Scrubber, prepare_event
 
 __all__ = ["EXIT_DEADLINE_SECONDS", "CollectorStatsSnapshot", "EventCollector"]
@@ -636,6 +639,26 @@ class EventCollector:
         # The hot path, inlined (a call costs a tenth of it): known name, normal priority.
         # No pid check: os.fork() runs our register_at_fork hook, which resets the child;
         # flush() and shutdown() still check the pid for forks made behind Python's back.
+        if timestamp is None:
+            ns = _time_ns()
+        elif type(timestamp) is dt.datetime:
+            ns = _ns_of(timestamp)
+        else:
+            self._reject(
+                f"$.timestamp: expected a datetime, got {type(timestamp).__name__} "
+                f"{timestamp!r:.40}; pass datetime.fromisoformat(...) or leave it out (now)"
+            )
+            return
+        # The worker reads the data later: a copy of the caller's dict, so that changing
+        # it after the call does not change the event (nested values are not copied).
+        if data is not None:
+            payload = data
+        elif type(properties) is dict:
+            payload = properties.copy()
+        else:
+            payload = properties
+        if self._strict:
+            self._check_now(event, payload, user_id, session_id, call, page_url, referrer, ns)
         try:
             route = self._routes[event]
         except (KeyError, TypeError):
@@ -644,8 +667,8 @@ class EventCollector:
             self._enqueue(
                 event,
                 priority,
-                _time_ns() if timestamp is None else _ns_of(timestamp),
-                properties if data is None else data,
+                ns,
+                payload,
                 user_id,
                 session_id,
                 call,
@@ -667,9 +690,7 @@ class EventCollector:
             self._sampled_tally.append(None)
             return
         record = Record(
-            _time_ns() if timestamp is None else _ns_of(timestamp), route.kind,
-            properties if data is None else data, _NORMAL, user_id, session_id, call,
-            page_url, referrer, None,
+            ns, route.kind, payload, _NORMAL, user_id, session_id, call, page_url, referrer, None
         )  # fmt: skip
         free = self._free
         try:
@@ -680,6 +701,42 @@ class EventCollector:
         append(record)
         if len(free) == self._wake_at:
             self._wakeup.set()
+
+    def _check_now(
+        self,
+        name: object,
+        data: Any,
+        user_id: str | None,
+        session_id: str | None,
+        call: CallKind,
+        page_url: str | None,
+        referrer: str | None,
+        ns: int,
+    ) -> None:
+        """Strict mode: validate the event on the caller's thread, as the worker will, and
+        raise ``ValidationError`` with its errors (the event is then not recorded)."""
+        try:
+            kind = cast(EventKind, event_type_from_name(name) if isinstance(name, str) else name)
+            candidate = AnalyticsEvent(
+                id=uuid7_from_ns(ns),
+                category=kind.category(),
+                event_type=kind,
+                timestamp=from_ns(ns),
+                session_id=session_id or self._session_id,
+                data=data,
+                metadata=self._metadata,
+                user_id=user_id,
+                call=call,
+                page_url=page_url,
+                referrer=referrer,
+            )
+            result = validate_event(candidate, limits=self._limits)
+        except TachimeterError:
+            raise
+        except Exception as exc:
+            raise ValidationError(f"bad event {name!r}: {type(exc).__name__}: {exc}") from None
+        if not result.valid:
+            raise ValidationError(f"bad event {name!r}: {'; '.join(result.errors)}")
 
     def collect(self, event: AnalyticsEvent) -> None:
         """Record a prebuilt event (spec 408's ``collect``)."""
@@ -1222,6 +1279,11 @@ class EventCollector:
 
     def register_sink(self, sink: EventSink) -> None:
         """Add a sink; names must be unique."""
+        if not isinstance(sink, EventSink) or not isinstance(sink.name, str):
+            raise CollectorError(
+                f"{sink!r} is not an event sink: a sink has a name (str) and process(batch) "
+                "and flush() methods (see tachimeter.collect.sinks.EventSink)"
+            )
         with self._lock:
             if any(s.name == sink.name for s in self._sinks):
                 raise CollectorError(
@@ -1481,7 +1543,8 @@ _fork_hook_installed = False
 _hooks_lock = threading.Lock()
 # Collectors shut down at exit (those created with register_atexit=True).
 _exit_collectors: weakref.WeakSet[EventCollector] = weakref.WeakSet()
-# One short deadline shared by every collector at exit: the process must never hang.
+# One deadline shared by every collector at exit, the process must never hang: the
+# longest collection.shutdown_timeout among them (2 s by default).
 EXIT_DEADLINE_SECONDS: Final = 2.0
 
 
@@ -1495,8 +1558,13 @@ def _ensure_fork_hook() -> None:
 
 
 def _shutdown_all_at_exit() -> None:
-    deadline = time.monotonic() + EXIT_DEADLINE_SECONDS
-    for collector in list(_exit_collectors):
+    collectors = list(_exit_collectors)
+    seconds = max(
+        (c.config.collection.shutdown_timeout for c in collectors),
+        default=EXIT_DEADLINE_SECONDS,
+    )
+    deadline = time.monotonic() + seconds
+    for collector in collectors:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break

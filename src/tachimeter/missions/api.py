@@ -513,9 +513,9 @@ def default_tracker() -> MissionTracker:
     It records spec 023's agent metrics in the default metrics registry.
     """
     global _default
-    from tachimeter.collect.api import global_collector, init_global_collector
+    from tachimeter.collect.api import current_collector
 
-    collector = global_collector() or init_global_collector()
+    collector = current_collector()  # made as a first track() makes it: default sinks
     tracker = _default
     if tracker is not None and tracker.collector is collector:
         return tracker
