@@ -3,6 +3,7 @@ data points, and an event posted through the API appears on the live page."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,6 +104,44 @@ def test_an_event_posted_through_the_api_appears_on_the_live_page(
         page.wait_for_function(
             f"document.getElementById('detail-body').textContent.includes('{event['id']}')"
         )
+        assert not watch.problems, watch.problems
+    finally:
+        context.close()
+
+
+def test_retention_and_funnels_show_what_the_api_answers(
+    browser: Any, seeded: ServerProcess
+) -> None:
+    """Retention percentages are shown as sent (0.5 % once showed as 50 %), the current
+    period is the last cohort; funnel charts fill their panels (all but the last were
+    drawn detached, 240 px wide)."""
+    now = dt.datetime.now(dt.UTC)
+    cohort = []
+    for i in range(200):
+        (event,) = wire_events(1, "retention_probe")
+        event["user_id"] = f"ret-{i}"
+        event["timestamp"] = (now - dt.timedelta(days=1)).isoformat().replace("+00:00", "Z")
+        cohort.append(event)
+    (back,) = wire_events(1, "retention_probe")
+    back["user_id"] = "ret-0"
+    assert seeded.post_json("/v1/events", [*cohort, back]).status == 200
+    for name in ("probe-a", "probe-b"):
+        body = {"name": name, "steps": [{"event": "retention_probe"}, {"event": "feature_used"}]}
+        assert seeded.post_json("/v1/funnels?replace=true", body).status == 201
+    context, page, watch = _open(browser, seeded, "funnels")
+    try:
+        page.fill("#r-start", "retention_probe")
+        page.select_option("#r-period", "day")
+        page.click("text=Show")
+        page.wait_for_function(
+            "document.getElementById('retention-table').textContent.includes('0.5%')"
+        )
+        rows = page.locator("#retention-table tbody tr").all_inner_texts()
+        assert "200" in rows[-2] and "0.5%" in rows[-2]  # yesterday's cohort, day 1
+        widths = page.evaluate(
+            "[...document.querySelectorAll('[id^=funnel-] canvas')].map((c) => c.clientWidth)"
+        )
+        assert len(widths) >= 2 and min(widths) > 400, widths
         assert not watch.problems, watch.problems
     finally:
         context.close()

@@ -90,3 +90,26 @@ def test_alert_intervals_from_the_first_year_are_an_empty_answer(server: ServerP
     answer = server.get("/v1/alerts/intervals?start=0001-01-01")
     assert answer.status == 200, answer.body
     assert answer.json() == []
+
+
+def test_dashboard_files_name_their_charset_once(server: ServerProcess) -> None:
+    page = server.get("/")
+    assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    script = server.get("/static/app.js")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+
+
+def test_retention_by_default_ends_with_the_current_period(server: ServerProcess) -> None:
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    for period, periods, first in (
+        ("day", 8, today - dt.timedelta(days=7)),
+        ("week", 8, today - dt.timedelta(days=today.weekday(), weeks=7)),
+    ):
+        matrix = server.get(
+            f"/v1/retention?start_event=session_started&period={period}&periods={periods}"
+        ).json()
+        starts = [c["start"][:10] for c in matrix["cohorts"]]
+        assert starts[0] == first.isoformat(), (period, starts)
+        assert len(starts) == periods

@@ -521,3 +521,19 @@ def test_bucket_quantile_edge_cases() -> None:
     assert bucket_quantile(0.5, [1.0, 2.0, 4.0, math.inf], [4.0, 3.0, 8.0, 8.0]) == (
         bucket_quantile_reference(0.5, [1.0, 2.0, 4.0, math.inf], [4.0, 3.0, 8.0, 8.0])
     )
+
+
+def test_the_default_grid_ends_at_the_end_so_the_newest_sample_shows(
+    tsdb: TimeSeriesStore,
+) -> None:
+    """Without a step the evaluations end at ``end``: a sample a minute old is in a 24 h
+    chart (its grid, anchored at the start, once stopped up to a step before now)."""
+    end = START_S + 86_400 + 1_234.5
+    tsdb.write_samples("queue_depth", {}, [round((end - 60) * US)], [17.0])
+    result = MetricsEngine(tsdb).query(
+        MetricQuery(names=["queue_depth"], start=end - 86_400, end=end)
+    )
+    (series,) = result.series
+    assert series.timestamps.tolist()[-1] == end
+    assert series.values.tolist() == [17.0]
+    assert result.step == 346.0

@@ -126,6 +126,7 @@ _US: Final = 1_000_000
 # one-second step) that would take minutes and more memory than the data.
 _MAX_POINTS: Final = 11_000
 # Without a step, about 250 points: the width of a dashboard chart.
+_EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DEFAULT_POINTS: Final = 250
 _MATCHER: Final = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
 _SUCCESS: Final = "success"
@@ -187,7 +188,9 @@ class MetricQuery(msgspec.Struct, frozen=True, kw_only=True):
     """What to read and how to aggregate it (see the module docstring).
 
     Times are aware datetimes or Unix seconds; ``step``, ``window`` and ``lookback`` are
-    seconds. ``matchers`` take :class:`LabelMatcher` or PromQL text (``'code=~"5.."'``).
+    seconds. Without a step, about 250 evaluations end at ``end`` (``start`` moves up to
+    the first on that grid, less than a step later), so a chart shows the newest samples.
+    ``matchers`` take :class:`LabelMatcher` or PromQL text (``'code=~"5.."'``).
     Invalid queries raise :class:`~tachimeter.errors.QueryError` naming the parameter.
 
     >>> MetricQuery(names=["up"], start=0, end=3600, step=60).evaluation_times()[-1]
@@ -239,6 +242,11 @@ class MetricQuery(msgspec.Struct, frozen=True, kw_only=True):
         if step is None:
             step = max(15.0, math.ceil((end - start) / _US / _DEFAULT_POINTS))
             _set(self, "step", float(step))
+            # A chart's grid: its last evaluation is at `end` (now), so the newest samples
+            # show; the first is the earliest at or after `start` on that grid.
+            step_us = round(step * _US)
+            start += (end - start) % step_us
+            _set(self, "start", _EPOCH_UTC + dt.timedelta(microseconds=start))
         elif not (isinstance(step, int | float) and math.isfinite(step) and step > 0):
             raise QueryError(f"MetricQuery.step must be a number of seconds > 0, got {step!r}")
         if (end - start) / (step * _US) > _MAX_POINTS:

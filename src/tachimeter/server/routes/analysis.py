@@ -19,9 +19,11 @@ from tachimeter.analyze.funnels import (
     get_funnel,
     list_funnels,
 )
+from tachimeter.analyze.intervals import advance, truncate
 from tachimeter.analyze.retention import RetentionMatrix, RetentionPeriod, retention_cohorts
 from tachimeter.analyze.sql import SqlResult, run_sql
 from tachimeter.errors import QueryError
+from tachimeter.model.timestamps import utc_now
 from tachimeter.server.routes.params import TIME_HELP, names, time_range
 from tachimeter.server.state import server_state
 from tachimeter.store.summaries import FunnelDefinition
@@ -321,12 +323,13 @@ def missions_tools(
     backend: Backend = None,
     model: Model = None,
     tag: Tag = None,
+    status: Status = None,
 ) -> Any:
     """Per tool: calls, failures, durations; frequent pairs."""
     from tachimeter.analyze.missions import tool_usage
 
     with server_state(request).store.reader() as conn:
-        return tool_usage(conn, _mission_filter(start, end, backend, model, tag, None))
+        return tool_usage(conn, _mission_filter(start, end, backend, model, tag, status))
 
 
 @get(
@@ -394,18 +397,21 @@ def missions_compare(
     ] = "model",
     start: Start = None,
     end: End = None,
+    backend: Backend = None,
+    model: Model = None,
+    tag: Tag = None,
     min_missions: Annotated[
         int, Parameter(description="Smallest group compared.", ge=1, le=100_000)
     ] = 20,
 ) -> Any:
-    """``compare`` grouped by ``by``."""
+    """``compare`` grouped by ``by``, over the missions of the filters."""
     from tachimeter.analyze.missions import compare
 
     with server_state(request).store.reader() as conn:
         return compare(
             conn,
             by=by,
-            filter=_mission_filter(start, end, None, None, None, None),
+            filter=_mission_filter(start, end, backend, model, tag, None),
             min_missions=min_missions,
             resamples=500,
         )
@@ -506,12 +512,21 @@ def retention(
     return_event: Annotated[
         str | None, Parameter(description="The event that counts as a return (default: any).")
     ] = None,
-    start: Start = None,
+    start: Annotated[
+        str | None,
+        Parameter(
+            description=f"The first cohort's period holds this time: {TIME_HELP} (default: "
+            "so that the last cohort is the current period)."
+        ),
+    ] = None,
     period: Annotated[RetentionPeriod, Parameter(description="day, week or month.")] = "week",
     periods: Annotated[int, Parameter(description="Periods followed, 1 to 52.", ge=1, le=52)] = 8,
 ) -> RetentionMatrix:
     """Cohorts by first ``start_event`` period and the share returning in each later one."""
-    lo, _ = time_range(start, None, default_start="-56d")
+    if start is None:  # the latest `periods` periods, the current one last
+        lo = advance(truncate(utc_now(), period), period, -(periods - 1))
+    else:
+        lo, _ = time_range(start, None)
     return retention_cohorts(
         server_state(request).store,
         start_event,

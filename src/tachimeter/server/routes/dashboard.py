@@ -25,10 +25,12 @@ from tachimeter.metrics.exposition import gzip_accepted
 __all__ = ["DASHBOARD_HANDLERS"]
 
 _STATIC: Final = Path(__file__).resolve().parent.parent / "static"
+# Litestar appends "; charset=utf-8" to a text/ type itself (naming it here too sent it
+# twice).
 _TYPES: Final = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
     ".svg": "image/svg+xml",
 }
 # The page is re-read on each load (it is small, and a new version must show at once);

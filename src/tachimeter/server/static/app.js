@@ -65,10 +65,17 @@ class ApiError extends Error {
 }
 
 async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
-  });
+  const endpoint = path.split("?")[0];
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+    });
+  } catch (error) {  // the server is unreachable: say which call, clear it once it answers
+    error.endpoint = endpoint;
+    throw error;
+  }
   const text = await response.text();
   let body = null;
   try {
@@ -79,8 +86,15 @@ async function api(path, options = {}) {
   if (!response.ok) {
     if (response.status === 401) askForKey();
     const detail = body && body.detail ? body.detail : `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, detail);
+    const error = new ApiError(response.status, detail);
+    error.endpoint = endpoint;
+    throw error;
   }
+  // A call that answers clears the errors its endpoint showed (a fixed query, a server
+  // back up) and those of an unreachable server.
+  document.querySelectorAll(".error-box").forEach((box) => {
+    if (box.dataset.endpoint === endpoint || box.dataset.network === "1") box.remove();
+  });
   return body;
 }
 
@@ -94,7 +108,16 @@ function query(params) {
 }
 
 function showError(container, error) {
+  const endpoint = error.endpoint || "";
+  const network = error instanceof ApiError ? "0" : "1";
+  // One box per endpoint (and one for an unreachable server): a repeated failure
+  // replaces its box instead of stacking another.
+  container.querySelectorAll(".error-box").forEach((box) => {
+    if (box.dataset.endpoint === endpoint || (network === "1" && box.dataset.network === "1")) box.remove();
+  });
   const box = el("div", { class: "error-box", role: "alert" }, String(error.message || error));
+  box.dataset.endpoint = endpoint;
+  box.dataset.network = network;
   container.prepend(box);
   return box;
 }
@@ -131,9 +154,20 @@ function drawChart(node, x, series, opts = {}) {
     {
       width: Math.max(240, node.clientWidth),
       height,
-      // opts.xMax stretches the time axis to "now" past the last bucket's start.
-      scales: { x: { time: opts.time !== false, range: opts.xMax ? (u, min, max) => [min, Math.max(max, opts.xMax)] : undefined } },
-      axes: [axis, { ...axis, size: 60 }],
+      // opts.xMax stretches the time axis to "now" past the last bucket's start; not a
+      // zoomed range (one that ends before the last point), which stays as dragged.
+      scales: {
+        x: {
+          time: opts.time !== false,
+          range: opts.xMax ? (u, min, max) => [min, max >= x[x.length - 1] ? Math.max(max, opts.xMax) : max] : undefined,
+        },
+        // opts.yZero: bars of counts start at 0, so 97 against 98 does not look like none.
+        y: opts.yZero ? { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1] } : {},
+      },
+      axes: [
+        opts.integerX ? { ...axis, incrs: [1, 2, 5, 10, 20, 50], values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) } : axis,
+        { ...axis, size: 60 },
+      ],
       cursor: { drag: { x: true, y: false } },
       plugins,
       series: [
@@ -694,13 +728,22 @@ function pageMetrics(container) {
       group_by: document.getElementById("m-group").value.trim(),
     };
     try {
-      const [result, report, alerts] = await Promise.all([
-        api("/v1/metrics/query" + query(params) + (match ? "&match=" + encodeURIComponent(match) : "")),
-        // No samples in the range: no chart marks, not an error of the page.
+      const result = await api("/v1/metrics/query" + query(params) + (match ? "&match=" + encodeURIComponent(match) : ""));
+      if (!result.series.length) {  // say so, rather than draw empty axes
+        if (chartNode._uplot) { chartNode._uplot.destroy(); chartNode._uplot = null; }
+        charts.delete(chartNode);  // nothing to redraw on a theme change
+        chartNode.replaceChildren(el("div", { class: "empty" },
+          `No series of ${name}${match ? " matching " + match : ""} in this range` +
+          (params.aggregation ? ` with aggregation ${params.aggregation}.` : ".")));
+        anomalyNote.textContent = "";
+        return;
+      }
+      const [report, alerts] = await Promise.all([
         api("/v1/anomalies" + query({ metric: name, start: params.start }))
           .catch((error) => (error.status === 404 ? { anomalies: [] } : Promise.reject(error))),
         api("/v1/alerts/intervals" + query({ start: params.start })),
       ]);
+      chartNode.querySelectorAll(".empty").forEach((node) => node.remove());
       const times = [...new Set(result.series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
       const series = result.series.slice(0, 12).map((s) => {
         const byTime = new Map(s.points);
@@ -750,15 +793,20 @@ function pageMissions(container) {
       const [metrics, missions, tools, comparison, patterns] = await Promise.all([
         api("/v1/missions/metrics" + query(filters)),
         api("/v1/missions" + query({ ...filters, limit: 100 })),
-        api("/v1/missions/tools" + query({ start: filters.start, backend: filters.backend, model: filters.model })),
-        api("/v1/missions/compare" + query({ start: filters.start, by: document.getElementById("mi-by").value })),
+        api("/v1/missions/tools" + query(filters)),
+        // Compared groups and failure patterns weigh successes against failures: every
+        // filter but the status applies.
+        api("/v1/missions/compare" + query({ start: filters.start, backend: filters.backend, model: filters.model, by: document.getElementById("mi-by").value })),
         api("/v1/missions/patterns" + query({ start: filters.start, backend: filters.backend, model: filters.model })),
       ]);
+      // Spec 414's metrics say 0 where nothing finished: shown as no value.
+      const finished = metrics.total_missions - metrics.active_missions;
+      const seconds = (ms) => (finished ? fmt(ms / 1000, 1) + " s" : "–");
       cards.replaceChildren(
         card("Missions", fmt(metrics.total_missions)),
-        card("Success rate", pct(metrics.success_rate)),
-        card("Median duration", fmt(metrics.median_execution_time_ms / 1000, 1) + " s"),
-        card("p90 duration", fmt(metrics.p90_execution_time_ms / 1000, 1) + " s"),
+        card("Success rate", finished ? pct(metrics.success_rate) : "–"),
+        card("Median duration", seconds(metrics.median_execution_time_ms)),
+        card("p90 duration", seconds(metrics.p90_execution_time_ms)),
         card("Active", fmt(metrics.active_missions)),
         card("Failed", fmt(metrics.failed_missions)),
       );
@@ -776,8 +824,8 @@ function pageMissions(container) {
         (comparison.groups || []).map((g) => [g.group, fmt(g.missions), pct(g.success_rate), fmt(g.median_duration_ms === null ? null : g.median_duration_ms / 1000, 1)]),
         "Groups need at least " + comparison.min_missions + " missions.")));
       patternsPanel.replaceChildren(el("h2", {}, "Failure-linked patterns"), el("div", { class: "scroll" }, simpleTable(
-        ["Pattern", "Missions", "Failure rate"],
-        (patterns.failure_associated || []).map((p) => [p.tools.join(" → "), fmt(p.missions), pct(p.failure_rate)]),
+        ["Pattern", "Kind", "Missions", "Failure rate"],
+        (patterns.failure_associated || []).map((p) => [p.tools.join(p.kind === "gapped" ? " → … → " : " → "), p.kind === "gapped" ? "in order, gaps allowed" : "consecutive", fmt(p.missions), pct(p.failure_rate)]),
         "No pattern stands out.")));
     } catch (error) {
       showError(container, error);
@@ -810,15 +858,20 @@ function pageFunnels(container) {
     try {
       const stored = await api("/v1/funnels");
       const rows = [];
+      const draws = [];
       for (const f of stored) {
         const report = await api(`/v1/funnels/${encodeURIComponent(f.definition.name)}/report?start=-30d`);
         const chart = el("div", { class: "chart", id: "funnel-" + f.id });
         rows.push(el("div", {}, el("h2", {}, f.definition.name), chart));
-        setTimeout(() => drawChart(chart, report.steps.map((_, i) => i + 1),
-          [{ label: "users reaching step", kind: "bar", values: report.steps.map((st) => st.entered) }], { time: false, xLabel: "step" }), 0);
+        draws.push(() => drawChart(chart, report.steps.map((_, i) => i + 1),
+          [{ label: "users reaching step", kind: "bar", values: report.steps.map((st) => st.entered) }],
+          { time: false, xLabel: "step", yZero: true, integerX: true }));
         rows.push(simpleTable(["Step", "Event", "Entered", "From start"], report.steps.map((st) => [st.step + 1, st.event, fmt(st.entered), pct(st.conversion_from_start)])));
       }
       funnelPanel.replaceChildren(el("h2", {}, "Funnels (last 30 days)"), ...(rows.length ? rows : [el("div", { class: "empty" }, "No funnel defined yet.")]));
+      // Drawn once in the page, at the panel's width (before, every chart but the last
+      // was drawn detached, 240 px wide).
+      draws.forEach((draw) => draw());
     } catch (error) {
       showError(container, error);
     }
@@ -847,7 +900,16 @@ function pageFunnels(container) {
         period: document.getElementById("r-period").value,
       }));
       const headers = ["Cohort", "Users", ...Array.from({ length: matrix.periods }, (_, i) => `${matrix.period} ${i}`)];
-      const rows = matrix.cohorts.map((c) => [shortTime(c.start), fmt(c.size), ...c.percentages.map((p) => (p === null ? "–" : (p * (p <= 1 ? 100 : 1)).toFixed(0) + "%"))]);
+      // Percentages come as 0-100. A period that has not begun yet is blank, not 0 %.
+      const now = Date.now();
+      const begun = (start, k) => {
+        const d = new Date(start);
+        if (matrix.period === "month") d.setUTCMonth(d.getUTCMonth() + k);
+        else d.setUTCDate(d.getUTCDate() + k * (matrix.period === "week" ? 7 : 1));
+        return d.getTime() <= now;
+      };
+      const cell = (c, p, k) => (!begun(c.start, k) || p === null ? "–" : (p < 1 && p > 0 ? p.toFixed(1) : p.toFixed(0)) + "%");
+      const rows = matrix.cohorts.map((c) => [shortTime(c.start), fmt(c.size), ...c.percentages.map((p, k) => cell(c, p, k))]);
       document.getElementById("retention-table").replaceChildren(el("div", { class: "scroll heat" }, simpleTable(headers, rows)));
     } catch (error) {
       showError(container, error);
