@@ -416,18 +416,6 @@ def test_strict_mode_raises_on_the_caller_for_what_the_worker_would_dead_letter(
     assert [e.data for e in sink.events()] == [{"x": 1.5}]
 
 
-def test_the_properties_are_taken_when_track_is_called(collectors: Any) -> None:
-    """Changing the dict after track() does not change the recorded event."""
-    sink = MemorySink()
-    collector = collectors(make_config(**{"collection.flush_interval": 3600}), sinks=[sink])
-    props = {"n": 1}
-    collector.track("feature_used", props)
-    props["n"] = 2
-    props["added"] = "later"
-    assert collector.flush(timeout=10)
-    assert [e.data for e in sink.events()] == [{"n": 1}]
-
-
 def test_a_sink_is_checked_when_it_is_registered(collectors: Any) -> None:
     with pytest.raises(CollectorError, match="is not an event sink: a sink has a name"):
         collectors(sinks=[object()])

@@ -634,7 +634,9 @@ class EventCollector:
         """Record an event; never blocks on I/O and never raises for telemetry reasons.
 
         ``properties`` is key-value data; ``data`` is any other ``EventData`` variant
-        (it wins when both are given).
+        (it wins when both are given). The worker reads them shortly after the call, as
+        ``logging`` formats its arguments later: do not change them once passed (pass a
+        copy of a dict you keep changing).
         """
         # The hot path, inlined (a call costs a tenth of it): known name, normal priority.
         # No pid check: os.fork() runs our register_at_fork hook, which resets the child;
@@ -649,14 +651,9 @@ class EventCollector:
                 f"{timestamp!r:.40}; pass datetime.fromisoformat(...) or leave it out (now)"
             )
             return
-        # The worker reads the data later: a copy of the caller's dict, so that changing
-        # it after the call does not change the event (nested values are not copied).
-        if data is not None:
-            payload = data
-        elif type(properties) is dict:
-            payload = properties.copy()
-        else:
-            payload = properties
+        # Not copied: a copy per event costs a fifth of the pipeline's throughput (one
+        # more GC-tracked dict each); the docstring asks callers not to change it.
+        payload = properties if data is None else data
         if self._strict:
             self._check_now(event, payload, user_id, session_id, call, page_url, referrer, ns)
         try:
