@@ -145,3 +145,47 @@ def test_retention_and_funnels_show_what_the_api_answers(
         assert not watch.problems, watch.problems
     finally:
         context.close()
+
+
+def test_a_zoom_survives_live_redraws_and_a_paused_tail_keeps_its_events(
+    browser: Any, seeded: ServerProcess
+) -> None:
+    """A live event redraws the overview's chart: the range the user zoomed into stays
+    (it was reset on every event). Events that arrive while the tail is paused show on
+    resume (they were dropped)."""
+    context, page, watch = _open(browser, seeded, "overview")
+    try:
+        page.wait_for_function(_DRAWN.format(chart="chart-per-minute"), timeout=10_000)
+        zoomed = page.evaluate(
+            """(() => {
+              const u = document.getElementById("chart-per-minute")._uplot;
+              const xs = u.data[0];
+              const min = xs[0] + (xs[xs.length - 1] - xs[0]) * 0.25;
+              const max = xs[0] + (xs[xs.length - 1] - xs[0]) * 0.5;
+              u.setScale("x", { min, max });
+              window.__firstChart = u;
+              return [min, max];
+            })()"""
+        )
+        assert seeded.post_json("/v1/events", wire_events(1, "zoom_probe")).status == 200
+        page.wait_for_function(
+            "document.getElementById('chart-per-minute')._uplot !== window.__firstChart",
+            timeout=_LIVE_WAIT_MS,
+        )
+        scale = page.evaluate(
+            "(() => { const s = document.getElementById('chart-per-minute')._uplot.scales.x;"
+            " return [s.min, s.max]; })()"
+        )
+        assert scale == pytest.approx(zoomed)
+        page.goto(f"{seeded.url}/#/events")
+        page.wait_for_selector("#live.on", timeout=_LIVE_WAIT_MS)
+        page.click("#tail-pause")
+        (event,) = wire_events(1, "paused_tail_event")
+        assert seeded.post_json("/v1/events", [event]).status == 200
+        page.wait_for_timeout(1_000)
+        assert page.locator(f"#tail-body tr[data-id='{event['id']}']").count() == 0
+        page.click("#tail-pause")
+        page.wait_for_selector(f"#tail-body tr[data-id='{event['id']}']", timeout=_LIVE_WAIT_MS)
+        assert not watch.problems, watch.problems
+    finally:
+        context.close()

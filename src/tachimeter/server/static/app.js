@@ -142,7 +142,20 @@ const charts = new Set();
 function drawChart(node, x, series, opts = {}) {
   charts.add(node);
   node._spec = [x, series, opts];
-  if (node._uplot) node._uplot.destroy();
+  // A redraw of the same view (a refresh, live data, the theme: opts.view unchanged)
+  // keeps the range the user zoomed into; double-click still resets it. Another view (a
+  // new range or metric) starts unzoomed.
+  let zoom = null;
+  if (node._uplot) {
+    const old = node._uplot;
+    const xs = old.data[0];
+    const same = opts.view !== undefined && opts.view === node._view;
+    if (same && xs.length && (old.scales.x.min > xs[0] || old.scales.x.max < xs[xs.length - 1])) {
+      zoom = [old.scales.x.min, old.scales.x.max];
+    }
+    old.destroy();
+  }
+  node._view = opts.view;
   const colors = palette();
   const grid = cssVar("--grid");
   const axis = { stroke: cssVar("--muted"), grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
@@ -190,6 +203,7 @@ function drawChart(node, x, series, opts = {}) {
     node,
   );
   if (opts.marks) node.append(marksLegend(node, opts.marks));
+  if (zoom) node._uplot.setScale("x", { min: zoom[0], max: zoom[1] });
   return node._uplot;
 }
 
@@ -522,7 +536,7 @@ function pageOverview(container) {
     drawChart(chartNode, keys.map(toSeconds), [
       { label: "events", kind: "bar", values: keys.map((k) => minutes.get(k).events) },
       { label: "errors", kind: "line", values: keys.map((k) => minutes.get(k).errors) },
-    ], { marks, onDraw: markRendered });
+    ], { marks, onDraw: markRendered, view: "overview" });
   }
 
   async function load() {
@@ -619,9 +633,18 @@ function pageEvents(container) {
   );
   let paused = false;
   let stream = null;
+  let held = [];  // events that arrived while paused, shown on resume (the newest 200)
+  const showLive = (event) => {
+    tail.tbody.prepend(eventRow(event, true));
+    while (tail.tbody.children.length > 200) tail.tbody.lastChild.remove();
+  };
   pause.addEventListener("click", () => {
     paused = !paused;
     pause.textContent = paused ? "Resume" : "Pause";
+    if (!paused) {
+      held.forEach(showLive);
+      held = [];
+    }
   });
 
   async function loadNames() {
@@ -670,10 +693,14 @@ function pageEvents(container) {
   function restartTail() {
     if (stream) stream.stop();
     loadRecent();
+    held = [];
     stream = new LiveStream({ event: tailFilter.value.trim() }, (event) => {
-      if (paused) return;
-      tail.tbody.prepend(eventRow(event, true));
-      while (tail.tbody.children.length > 200) tail.tbody.lastChild.remove();
+      if (paused) {
+        held.push(event);
+        if (held.length > 200) held.shift();
+        return;
+      }
+      showLive(event);
     }, () => loadRecent());
   }
 
@@ -752,7 +779,11 @@ function pageMetrics(container) {
       });
       // The detector runs on the metric summed over its series: its marks carry that value.
       const found = (report.anomalies || []).map((a) => ({ ...a, series: series.length === 1 ? series[0].label : "sum" }));
-      drawChart(chartNode, times, series, { marks: { alerts, anomalies: found }, xMax: Date.now() / 1000 });
+      drawChart(chartNode, times, series, {
+        marks: { alerts, anomalies: found },
+        xMax: Date.now() / 1000,
+        view: JSON.stringify([params, match]),
+      });
       anomalyNote.textContent = found.length
         ? `Anomalies (robust z-score over the sum): ${found.map((a) => `${a.kind} at ${clock(a.timestamp)}`).join("; ")}`
         : "No anomalies detected in this range.";
@@ -942,7 +973,7 @@ function pageAlerts(container) {
     drawChart(chartNode, points.map((p) => p.t), [
       { label: "errors", kind: "bar", values: points.map((p) => p.value) },
       { label: "expected", kind: "line", values: points.map((p) => p.expected) },
-    ], { marks: { alerts, anomalies }, xMax: Date.now() / 1000 });
+    ], { marks: { alerts, anomalies }, xMax: Date.now() / 1000, view: "alerts" });
   }
 
   async function load() {
