@@ -393,8 +393,14 @@ def test_a_timestamp_that_is_not_a_datetime_is_dead_lettered_not_raised(
     collector = collectors(sinks=[MemorySink()])
     for when in ("2024-01-01T00:00:00Z", 1_700_000_000.0, dt.date(2024, 1, 1)):
         collector.track("feature_used", {"a": 1}, timestamp=when)  # type: ignore[arg-type]
+
+    class Moment(dt.datetime):  # a datetime subclass (pandas.Timestamp is one) is fine
+        pass
+
+    collector.track("feature_used", {"a": 2}, timestamp=Moment(2024, 1, 1, tzinfo=dt.UTC))
     stats = collector.stats()
     assert stats.events_dead_lettered == 3 and stats.balanced()
+    assert collector.flush(timeout=10) and collector.stats().events_processed == 1
     strict = collectors(make_config(strict=True))
     with pytest.raises(CollectorError, match=r"\$.timestamp: expected a datetime, got str"):
         strict.track("feature_used", timestamp="2024-01-01")  # type: ignore[arg-type]

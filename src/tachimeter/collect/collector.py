@@ -643,10 +643,10 @@ class EventCollector:
         # flush() and shutdown() still check the pid for forks made behind Python's back.
         if timestamp is None:
             ns = _time_ns()
-        elif type(timestamp) is dt.datetime:
+        elif isinstance(timestamp, dt.datetime):  # subclasses too (pandas.Timestamp)
             ns = _ns_of(timestamp)
-        else:
-            self._reject(
+        else:  # an untyped caller's str, float or date
+            self._reject(  # type: ignore[unreachable]
                 f"$.timestamp: expected a datetime, got {type(timestamp).__name__} "
                 f"{timestamp!r:.40}; pass datetime.fromisoformat(...) or leave it out (now)"
             )
