@@ -126,7 +126,6 @@ _US: Final = 1_000_000
 # one-second step) that would take minutes and more memory than the data.
 _MAX_POINTS: Final = 11_000
 # Without a step, about 250 points: the width of a dashboard chart.
-_EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DEFAULT_POINTS: Final = 250
 _MATCHER: Final = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
 _SUCCESS: Final = "success"
@@ -246,7 +245,7 @@ class MetricQuery(msgspec.Struct, frozen=True, kw_only=True):
             # show; the first is the earliest at or after `start` on that grid.
             step_us = round(step * _US)
             start += (end - start) % step_us
-            _set(self, "start", _EPOCH_UTC + dt.timedelta(microseconds=start))
+            _set(self, "start", from_ns(start * 1000))
         elif not (isinstance(step, int | float) and math.isfinite(step) and step > 0):
             raise QueryError(f"MetricQuery.step must be a number of seconds > 0, got {step!r}")
         if (end - start) / (step * _US) > _MAX_POINTS:

@@ -18,7 +18,9 @@ from litestar.params import Parameter
 from tachimeter.analyze.activity import dashboard_metrics
 from tachimeter.analyze.anomalies import RobustZScore
 from tachimeter.analyze.events import EventRecord, search_events
+from tachimeter.analyze.intervals import truncate
 from tachimeter.model.timestamps import format_timestamp, parse_timestamp, utc_now
+from tachimeter.model.validation import EARLIEST_TIMESTAMP
 from tachimeter.server.routes.params import TIME_HELP, time_range
 from tachimeter.server.state import server_state
 from tachimeter.store.summaries import DashboardMetric
@@ -171,7 +173,6 @@ _DETECTOR: Final = RobustZScore(window=30, min_points=10)
 # for longer shows from the range's start only if its firing change is this recent).
 _ALERT_LOOKBACK: Final = dt.timedelta(days=30)
 _DAY: Final = dt.timedelta(days=1)
-_EARLIEST: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # no alert is older
 # An end this close to the clock is "now" (the default end, read a moment before).
 _NOW_TOLERANCE: Final = dt.timedelta(seconds=1)
 
@@ -209,7 +210,8 @@ def _minute_anomalies(rows: list[Any], now: dt.datetime, minutes: int) -> list[C
 
 def alert_intervals(store: Any, start: dt.datetime, end: dt.datetime) -> list[AlertInterval]:
     """Firing intervals of alerts that overlap ``[start, end)``, from ``alert_events``."""
-    since = max(start, _EARLIEST + _ALERT_LOOKBACK) - _ALERT_LOOKBACK  # no overflow at year 1
+    # No alert is older than the epoch; clamping there keeps year 1 from overflowing.
+    since = max(start, EARLIEST_TIMESTAMP + _ALERT_LOOKBACK) - _ALERT_LOOKBACK
     rows = store.execute(
         "SELECT at, rule, fingerprint, labels, from_state, to_state, value, severity, message "
         "FROM alert_events WHERE at >= ? AND at < ? ORDER BY at, id",
@@ -289,33 +291,31 @@ def event_name_counts(
     (a row per day and name), the parts of days at the edges from the raw events (by
     the timestamp index). A range ending now (the default) counts today from the rollup:
     it holds no event after now but those of clock skew."""
-    first_whole = _midnight(lo) if lo == _midnight(lo) else _midnight(lo) + _DAY
-    whole_end = hi if hi >= now - _NOW_TOLERANCE else _midnight(hi)
+    first_whole = truncate(lo, "day")
+    if first_whole < lo:
+        first_whole += _DAY
+    whole_end = hi if hi >= now - _NOW_TOLERANCE else truncate(hi, "day")
     counts: dict[str, int] = {}
-    raw = (
-        "SELECT event_name, count(*) FROM analytics_events "
-        "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1"
-    )
-    if first_whole >= whole_end:  # within one day: all from the raw events
-        parts = [(lo, hi)]
-    else:
-        parts = [(lo, first_whole), (whole_end, hi)] if whole_end < hi else [(lo, first_whole)]
-        last_day = (whole_end - _DAY if whole_end == _midnight(whole_end) else whole_end).date()
+    if first_whole < whole_end:
+        last_day = truncate(whole_end - dt.timedelta(microseconds=1), "day").date()
         for name, count in store.execute(
             "SELECT event_name, sum(event_count) FROM analytics_daily_counts "
             "WHERE date >= ? AND date <= ? GROUP BY 1",
             (first_whole.date().isoformat(), last_day.isoformat()),
         ):
             counts[name] = counts.get(name, 0) + int(count)
+        parts = [(lo, first_whole), (whole_end, hi)]
+    else:  # within one day: all from the raw events
+        parts = [(lo, hi)]
     for a, b in parts:
         if a < b:
-            for name, count in store.execute(raw, (format_timestamp(a), format_timestamp(b))):
+            for name, count in store.execute(
+                "SELECT event_name, count(*) FROM analytics_events "
+                "WHERE timestamp >= ? AND timestamp < ? GROUP BY 1",
+                (format_timestamp(a), format_timestamp(b)),
+            ):
                 counts[name] = counts.get(name, 0) + int(count)
     return counts
-
-
-def _midnight(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 OVERVIEW_HANDLERS: tuple[Any, ...] = (overview, event_names, alert_firing_intervals)
